@@ -1,0 +1,13 @@
+//! lookout-ingester: keeps Armada's Lookout PostgreSQL database current from the Pulsar job-set event stream.
+//!
+//! Data flows one way through stages, each a module with one job:
+//!
+//! `source` (Pulsar) → `decode` → `batch` → `convert` (events → row changes) → `store` (Postgres, one
+//! transaction per batch) → ack (back in `source`).
+//!
+//! `pipeline` wires the stages together for `run`; `apply` drives decode → convert → store over a file.
+
+pub mod config;
+pub mod db;
+pub mod proto;
+pub mod telemetry;

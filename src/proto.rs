@@ -1,0 +1,1 @@
+//! Generated protobuf types (placeholder until the proto subset lands).
