@@ -7,7 +7,9 @@
 //!
 //! `pipeline` wires the stages together for `run`; `apply` drives decode → convert → store over a file.
 
+pub mod changes;
 pub mod config;
 pub mod db;
+pub mod message;
 pub mod proto;
 pub mod telemetry;
