@@ -1,0 +1,238 @@
+//! All SQL for the `job` table: its staging tables, the idempotent insert and the guarded update.
+//!
+//! The update implements the job rules of `docs/precedence.md` inside one statement: it reads the stored row (and
+//! the `leased` time of the runs involved), decides per column, and writes only rows that change.
+
+use crate::changes::{JobDelta, JobRow, RowChanges};
+
+use super::copy::CopyWriter;
+
+/// Per-connection staging tables (emptied at commit).
+pub const STAGING: &str = "
+CREATE TEMP TABLE IF NOT EXISTS li_job_new (
+    job_id text, queue text, owner text, jobset text, cpu bigint, memory bigint, ephemeral_storage bigint,
+    gpu bigint, priority bigint, submitted timestamp, priority_class text, namespace text, annotations jsonb,
+    external_job_uri text
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS li_job_update (
+    job_id text, priority bigint, priority_at timestamp,
+    term_state smallint, term_at timestamp, cancelled timestamp, cancel_reason text, cancel_user text,
+    term_category text, term_subcategory text, term_reason text, term_message text, term_retry_policy text,
+    pre_at timestamp, pre_category text, pre_subcategory text, pre_reason text, pre_message text,
+    pre_retry_policy text
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS li_job_progress (
+    job_id text, run_id text, phase smallint, at timestamp
+) ON COMMIT DELETE ROWS;
+";
+
+pub const COPY_NEW: &str = "COPY li_job_new FROM STDIN (FORMAT binary)";
+pub const COPY_UPDATE: &str = "COPY li_job_update FROM STDIN (FORMAT binary)";
+pub const COPY_PROGRESS: &str = "COPY li_job_progress FROM STDIN (FORMAT binary)";
+
+/// Inserts new jobs unless a row with the same `job_id` exists. The `NOT EXISTS` also covers Lookout's hot/cold
+/// variant, whose primary key is `(job_id, state)` (spec §3.8).
+pub const INSERT: &str = "
+INSERT INTO job (job_id, queue, owner, jobset, cpu, memory, ephemeral_storage, gpu, priority, submitted, state,
+                 last_transition_time, last_transition_time_seconds, priority_class, namespace, annotations,
+                 external_job_uri, ingester_priority_at)
+SELECT n.job_id, n.queue, n.owner, n.jobset, n.cpu, n.memory, n.ephemeral_storage, n.gpu, n.priority, n.submitted,
+       1, n.submitted, floor(extract(epoch FROM n.submitted))::bigint, n.priority_class, n.namespace, n.annotations,
+       n.external_job_uri, n.submitted
+FROM li_job_new n
+WHERE NOT EXISTS (SELECT 1 FROM job j WHERE j.job_id = n.job_id)
+ORDER BY n.job_id
+ON CONFLICT DO NOTHING";
+
+/// Removes staged updates whose job does not exist and returns those job ids, so their events can be parked.
+/// Progress rows whose *run* does not exist are removed too, but not returned: every run-driven progress event also
+/// stages an update of its run, which parks it.
+pub const TAKE_ORPHANS: &str = "
+WITH orphan_updates AS (
+    DELETE FROM li_job_update u WHERE NOT EXISTS (SELECT 1 FROM job j WHERE j.job_id = u.job_id)
+    RETURNING u.job_id
+), orphan_progress AS (
+    DELETE FROM li_job_progress p
+    WHERE NOT EXISTS (SELECT 1 FROM job j WHERE j.job_id = p.job_id)
+       OR (p.run_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM job_run r WHERE r.run_id = p.run_id))
+    RETURNING p.job_id, NOT EXISTS (SELECT 1 FROM job j WHERE j.job_id = p.job_id) AS job_missing
+)
+SELECT job_id FROM orphan_updates
+UNION
+SELECT job_id FROM orphan_progress WHERE job_missing";
+
+/// The guarded merge of staged deltas into `job` (docs/precedence.md, job rules 2–6).
+///
+/// * `best`: per job, the furthest progress point among the batch's candidates, ordered by
+///   (leased time of the run, run id, phase); a requeue without a run refers to the stored latest run.
+/// * `cur`: the stored row, locked, with its own progress point.
+/// * `d`: which parts apply. Terminal 7/9 absorb everything; 4/5/6 accept only a preemption; an active job takes
+///   the batch's first terminal update if any (after its progress), else the progress point if it lies beyond the
+///   stored one; priority applies to active jobs when not older than the stored one.
+pub const UPDATE: &str = "
+WITH cand AS (
+    SELECT p.job_id, COALESCE(p.run_id, j.latest_run_id) AS run_id, p.phase, p.at, r.leased AS run_leased
+    FROM li_job_progress p
+    JOIN job j ON j.job_id = p.job_id
+    LEFT JOIN job_run r ON r.run_id = COALESCE(p.run_id, j.latest_run_id)
+), best AS (
+    SELECT DISTINCT ON (job_id) job_id, run_id, phase, at, run_leased
+    FROM cand
+    ORDER BY job_id, run_leased DESC NULLS LAST, run_id DESC NULLS LAST, phase DESC
+), keys AS (
+    SELECT job_id FROM li_job_update UNION SELECT job_id FROM best
+), cur AS (
+    SELECT j.job_id, j.state, j.latest_run_id, j.priority, j.ingester_priority_at, j.cancelled, j.cancel_reason,
+           j.cancel_user, j.ingester_failure_category, j.ingester_failure_subcategory, j.ingester_failure_reason,
+           j.ingester_failure_message, j.ingester_retry_policy,
+           lr.leased AS cur_leased,
+           CASE j.state WHEN 8 THEN 1 WHEN 2 THEN 2 WHEN 3 THEN 3
+                        WHEN 1 THEN CASE WHEN j.latest_run_id IS NULL THEN 0 ELSE 4 END
+                        ELSE 0 END AS cur_phase,
+           j.state IN (4, 5, 6, 7, 9) AS terminal
+    FROM job j
+    JOIN keys k ON k.job_id = j.job_id
+    LEFT JOIN job_run lr ON lr.run_id = j.latest_run_id
+    ORDER BY j.job_id
+    FOR UPDATE OF j
+), d AS (
+    SELECT c.*,
+           u.priority AS u_priority, u.priority_at AS u_priority_at,
+           u.term_state, u.term_at, u.cancelled AS u_cancelled, u.cancel_reason AS u_cancel_reason,
+           u.cancel_user AS u_cancel_user, u.term_category, u.term_subcategory, u.term_reason, u.term_message,
+           u.term_retry_policy, u.pre_at, u.pre_category, u.pre_subcategory, u.pre_reason, u.pre_message,
+           u.pre_retry_policy,
+           b.run_id AS b_run_id, b.phase AS b_phase, b.at AS b_at,
+           (NOT c.terminal AND u.term_state IS NOT NULL) AS apply_terminal,
+           (c.state IN (4, 5, 6) AND u.pre_at IS NOT NULL) AS apply_preemption,
+           (NOT c.terminal AND b.job_id IS NOT NULL
+              AND (COALESCE(b.run_leased, '-infinity'::timestamp), COALESCE(b.run_id, ''), b.phase)
+                > (COALESCE(c.cur_leased, '-infinity'::timestamp), COALESCE(c.latest_run_id, ''), c.cur_phase))
+             AS apply_progress,
+           (NOT c.terminal AND u.priority IS NOT NULL
+              AND (c.ingester_priority_at IS NULL OR u.priority_at >= c.ingester_priority_at)) AS apply_priority
+    FROM cur c
+    LEFT JOIN li_job_update u ON u.job_id = c.job_id
+    LEFT JOIN best b ON b.job_id = c.job_id
+), n AS (
+    SELECT d.job_id AS key,
+        CASE WHEN d.apply_preemption THEN 7::smallint
+             WHEN d.apply_terminal THEN d.term_state
+             WHEN d.apply_progress THEN (CASE d.b_phase WHEN 1 THEN 8 WHEN 2 THEN 2 WHEN 3 THEN 3 ELSE 1 END)::smallint
+             ELSE d.state END AS new_state,
+        CASE WHEN d.apply_preemption THEN d.pre_at
+             WHEN d.apply_terminal THEN d.term_at
+             WHEN d.apply_progress THEN d.b_at END AS new_ltt,
+        CASE WHEN d.apply_progress THEN COALESCE(d.b_run_id, d.latest_run_id) ELSE d.latest_run_id END AS new_latest,
+        CASE WHEN d.apply_priority THEN d.u_priority ELSE d.priority END AS new_priority,
+        CASE WHEN d.apply_priority THEN d.u_priority_at ELSE d.ingester_priority_at END AS new_priority_at,
+        CASE WHEN d.apply_terminal THEN COALESCE(d.u_cancelled, d.cancelled) ELSE d.cancelled END AS new_cancelled,
+        CASE WHEN d.apply_terminal THEN COALESCE(d.u_cancel_reason, d.cancel_reason) ELSE d.cancel_reason END
+            AS new_cancel_reason,
+        CASE WHEN d.apply_terminal THEN COALESCE(d.u_cancel_user, d.cancel_user) ELSE d.cancel_user END
+            AS new_cancel_user,
+        CASE WHEN d.apply_preemption THEN COALESCE(d.pre_category, d.ingester_failure_category)
+             WHEN d.apply_terminal THEN COALESCE(d.term_category, d.ingester_failure_category)
+             ELSE d.ingester_failure_category END AS new_f_category,
+        CASE WHEN d.apply_preemption THEN COALESCE(d.pre_subcategory, d.ingester_failure_subcategory)
+             WHEN d.apply_terminal THEN COALESCE(d.term_subcategory, d.ingester_failure_subcategory)
+             ELSE d.ingester_failure_subcategory END AS new_f_subcategory,
+        CASE WHEN d.apply_preemption THEN COALESCE(d.pre_reason, d.ingester_failure_reason)
+             WHEN d.apply_terminal THEN COALESCE(d.term_reason, d.ingester_failure_reason)
+             ELSE d.ingester_failure_reason END AS new_f_reason,
+        CASE WHEN d.apply_preemption THEN COALESCE(d.pre_message, d.ingester_failure_message)
+             WHEN d.apply_terminal THEN COALESCE(d.term_message, d.ingester_failure_message)
+             ELSE d.ingester_failure_message END AS new_f_message,
+        CASE WHEN d.apply_preemption THEN COALESCE(d.pre_retry_policy, d.ingester_retry_policy)
+             WHEN d.apply_terminal THEN COALESCE(d.term_retry_policy, d.ingester_retry_policy)
+             ELSE d.ingester_retry_policy END AS new_retry_policy,
+        (d.apply_preemption OR d.apply_terminal OR d.apply_progress OR d.apply_priority) AS changes
+    FROM d
+)
+UPDATE job j SET
+    state = n.new_state,
+    last_transition_time = COALESCE(n.new_ltt, j.last_transition_time),
+    last_transition_time_seconds =
+        COALESCE(floor(extract(epoch FROM n.new_ltt))::bigint, j.last_transition_time_seconds),
+    latest_run_id = n.new_latest,
+    priority = n.new_priority,
+    ingester_priority_at = n.new_priority_at,
+    cancelled = n.new_cancelled,
+    cancel_reason = n.new_cancel_reason,
+    cancel_user = n.new_cancel_user,
+    ingester_failure_category = n.new_f_category,
+    ingester_failure_subcategory = n.new_f_subcategory,
+    ingester_failure_reason = n.new_f_reason,
+    ingester_failure_message = n.new_f_message,
+    ingester_retry_policy = n.new_retry_policy
+FROM n
+WHERE j.job_id = n.key AND n.changes";
+
+/// Encodes the new jobs for [`COPY_NEW`].
+pub fn copy_new<'a>(jobs: impl Iterator<Item = &'a JobRow>) -> CopyWriter {
+    let mut w = CopyWriter::new(14);
+    for j in jobs {
+        w.row()
+            .text(&j.job_id)
+            .text(&j.queue)
+            .text(&j.owner)
+            .text(&j.jobset)
+            .int8(j.cpu)
+            .int8(j.memory)
+            .int8(j.ephemeral_storage)
+            .int8(j.gpu)
+            .int8(j.priority)
+            .ts(j.submitted)
+            .opt_text(j.priority_class.as_deref())
+            .text(&j.namespace)
+            .opt_jsonb(Some(&j.annotations))
+            .text(&j.external_job_uri);
+    }
+    w
+}
+
+/// Encodes the job deltas for [`COPY_UPDATE`] (one row per job with a priority, terminal or preemption part).
+pub fn copy_update<'a>(deltas: impl Iterator<Item = (&'a String, &'a JobDelta)>) -> CopyWriter {
+    let mut w = CopyWriter::new(19);
+    for (job_id, d) in deltas {
+        if d.priority.is_none() && d.terminal.is_none() && d.preempted.is_none() {
+            continue;
+        }
+        let t = d.terminal.as_ref();
+        let tf = t.map(|t| &t.failure);
+        let p = d.preempted.as_ref();
+        let pf = p.map(|p| &p.failure);
+        w.row()
+            .text(job_id)
+            .opt_int8(d.priority.map(|(p, _)| p))
+            .opt_ts(d.priority.map(|(_, at)| at))
+            .opt_int2(t.map(|t| t.state))
+            .opt_ts(t.map(|t| t.at))
+            .opt_ts(t.and_then(|t| t.cancelled))
+            .opt_text(t.and_then(|t| t.cancel_reason.as_deref()))
+            .opt_text(t.and_then(|t| t.cancel_user.as_deref()))
+            .opt_text(tf.and_then(|f| f.category.as_deref()))
+            .opt_text(tf.and_then(|f| f.subcategory.as_deref()))
+            .opt_text(tf.and_then(|f| f.reason.as_deref()))
+            .opt_text(tf.and_then(|f| f.message.as_deref()))
+            .opt_text(tf.and_then(|f| f.retry_policy.as_deref()))
+            .opt_ts(p.map(|p| p.at))
+            .opt_text(pf.and_then(|f| f.category.as_deref()))
+            .opt_text(pf.and_then(|f| f.subcategory.as_deref()))
+            .opt_text(pf.and_then(|f| f.reason.as_deref()))
+            .opt_text(pf.and_then(|f| f.message.as_deref()))
+            .opt_text(pf.and_then(|f| f.retry_policy.as_deref()));
+    }
+    w
+}
+
+/// Encodes the progress candidates for [`COPY_PROGRESS`].
+pub fn copy_progress(changes: &RowChanges) -> CopyWriter {
+    let mut w = CopyWriter::new(4);
+    for (job_id, d) in &changes.job_updates {
+        for p in &d.progress {
+            w.row().text(job_id).opt_text(p.run_id.as_deref()).int2(p.phase as i16).ts(p.at);
+        }
+    }
+    w
+}

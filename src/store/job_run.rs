@@ -1,0 +1,162 @@
+//! All SQL for the `job_run` table: its staging tables, the idempotent insert and the guarded update.
+//!
+//! The update implements the run rules of `docs/precedence.md` in one statement: ended states absorb, active
+//! states only move forward, the first ending decides the end columns, timestamps keep the newest value, and an
+//! absent value never erases a stored one.
+
+use crate::changes::{RunDelta, RunRow};
+
+use super::copy::CopyWriter;
+
+/// Per-connection staging tables (emptied at commit).
+pub const STAGING: &str = "
+CREATE TEMP TABLE IF NOT EXISTS li_run_new (
+    run_id text, job_id text, cluster text, node text, leased timestamp, pool text
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS li_run_update (
+    run_id text, active_state smallint, pending timestamp, started timestamp, running_node text,
+    end_state smallint, end_at timestamp, exit_code integer, end_error bytea, end_node text,
+    termination_reason jsonb, category text, subcategory text, late_category text, late_subcategory text,
+    nonterminal_error bytea, error_debug bytea, info_debug bytea, ingress jsonb
+) ON COMMIT DELETE ROWS;
+";
+
+pub const COPY_NEW: &str = "COPY li_run_new FROM STDIN (FORMAT binary)";
+pub const COPY_UPDATE: &str = "COPY li_run_update FROM STDIN (FORMAT binary)";
+
+/// Inserts new runs of existing jobs unless the `run_id` exists. Runs of unknown jobs stay staged and are parked by
+/// [`TAKE_ORPHANS`].
+pub const INSERT: &str = "
+INSERT INTO job_run (run_id, job_id, cluster, node, leased, job_run_state, pool)
+SELECT n.run_id, n.job_id, n.cluster, n.node, n.leased, 11, n.pool
+FROM li_run_new n
+WHERE EXISTS (SELECT 1 FROM job j WHERE j.job_id = n.job_id)
+ORDER BY n.run_id
+ON CONFLICT (run_id) DO NOTHING";
+
+/// Removes staged runs whose job does not exist and staged updates whose run does not exist; returns
+/// `(kind, run_id)` with kind `new` or `update`, so their events can be parked.
+pub const TAKE_ORPHANS: &str = "
+WITH orphan_new AS (
+    DELETE FROM li_run_new n WHERE NOT EXISTS (SELECT 1 FROM job j WHERE j.job_id = n.job_id)
+    RETURNING n.run_id
+), orphan_updates AS (
+    DELETE FROM li_run_update u WHERE NOT EXISTS (SELECT 1 FROM job_run r WHERE r.run_id = u.run_id)
+    RETURNING u.run_id
+)
+SELECT 'new' AS kind, run_id FROM orphan_new
+UNION ALL
+SELECT 'update' AS kind, run_id FROM orphan_updates";
+
+/// The guarded merge of staged deltas into `job_run` (docs/precedence.md, run rules 2–8). Any state other than
+/// LEASED (11), PENDING (1) and RUNNING (2) counts as ended and absorbs.
+pub const UPDATE: &str = "
+WITH cur AS (
+    SELECT r.run_id, r.job_run_state, r.pending, r.started, r.finished, r.node, r.exit_code, r.error, r.debug,
+           r.failure_category, r.failure_subcategory, r.scheduler_termination_reason, r.ingress_addresses,
+           r.job_run_state NOT IN (11, 1, 2) AS ended,
+           CASE r.job_run_state WHEN 11 THEN 0 WHEN 1 THEN 1 WHEN 2 THEN 2 ELSE -1 END AS rank
+    FROM job_run r
+    JOIN li_run_update u ON u.run_id = r.run_id
+    ORDER BY r.run_id
+    FOR UPDATE OF r
+), d AS (
+    SELECT c.*, u.active_state, u.pending AS u_pending, u.started AS u_started, u.running_node, u.end_state,
+           u.end_at, u.exit_code AS u_exit_code, u.end_error, u.end_node, u.termination_reason, u.category,
+           u.subcategory, u.late_category, u.late_subcategory, u.nonterminal_error, u.error_debug, u.info_debug,
+           u.ingress,
+           (NOT c.ended AND u.end_state IS NOT NULL) AS ends
+    FROM cur c
+    JOIN li_run_update u ON u.run_id = c.run_id
+), n AS (
+    SELECT d.run_id AS key,
+        CASE WHEN d.ended THEN d.job_run_state
+             WHEN d.end_state IS NOT NULL THEN d.end_state
+             WHEN d.active_state IS NOT NULL
+                  AND (CASE d.active_state WHEN 11 THEN 0 WHEN 1 THEN 1 WHEN 2 THEN 2 ELSE -1 END) > d.rank
+                  THEN d.active_state
+             ELSE d.job_run_state END AS new_state,
+        GREATEST(d.pending, d.u_pending) AS new_pending,
+        GREATEST(d.started, d.u_started) AS new_started,
+        CASE WHEN d.ends THEN COALESCE(d.end_at, d.finished) ELSE d.finished END AS new_finished,
+        CASE WHEN d.ends THEN COALESCE(d.end_node, d.running_node, d.node)
+             WHEN d.ended THEN COALESCE(d.node, d.running_node)
+             ELSE COALESCE(d.running_node, d.node) END AS new_node,
+        CASE WHEN d.ends THEN COALESCE(d.u_exit_code, d.exit_code) ELSE d.exit_code END AS new_exit_code,
+        CASE WHEN d.ends THEN COALESCE(d.end_error, d.error, d.nonterminal_error)
+             WHEN d.ended THEN d.error
+             ELSE COALESCE(d.error, d.nonterminal_error) END AS new_error,
+        COALESCE(d.info_debug, d.debug, d.error_debug) AS new_debug,
+        CASE WHEN d.ends THEN COALESCE(d.category, d.failure_category, d.late_category)
+             ELSE COALESCE(d.failure_category, d.category, d.late_category) END AS new_category,
+        CASE WHEN d.ends THEN COALESCE(d.subcategory, d.failure_subcategory, d.late_subcategory)
+             ELSE COALESCE(d.failure_subcategory, d.subcategory, d.late_subcategory) END AS new_subcategory,
+        CASE WHEN d.ends THEN COALESCE(d.termination_reason, d.scheduler_termination_reason)
+             ELSE d.scheduler_termination_reason END AS new_termination_reason,
+        CASE WHEN d.ingress IS NULL THEN d.ingress_addresses
+             ELSE COALESCE(d.ingress_addresses, '{}'::jsonb) || d.ingress END AS new_ingress,
+        ROW(d.job_run_state, d.pending, d.started, d.finished, d.node, d.exit_code, d.error, d.debug,
+            d.failure_category, d.failure_subcategory, d.scheduler_termination_reason, d.ingress_addresses) AS old_row
+    FROM d
+)
+UPDATE job_run r SET
+    job_run_state = n.new_state,
+    pending = n.new_pending,
+    started = n.new_started,
+    finished = n.new_finished,
+    node = n.new_node,
+    exit_code = n.new_exit_code,
+    error = n.new_error,
+    debug = n.new_debug,
+    failure_category = n.new_category,
+    failure_subcategory = n.new_subcategory,
+    scheduler_termination_reason = n.new_termination_reason,
+    ingress_addresses = n.new_ingress
+FROM n
+WHERE r.run_id = n.key
+  AND n.old_row IS DISTINCT FROM ROW(n.new_state, n.new_pending, n.new_started, n.new_finished, n.new_node,
+        n.new_exit_code, n.new_error, n.new_debug, n.new_category, n.new_subcategory, n.new_termination_reason,
+        n.new_ingress)";
+
+/// Encodes the new runs for [`COPY_NEW`].
+pub fn copy_new<'a>(runs: impl Iterator<Item = &'a RunRow>) -> CopyWriter {
+    let mut w = CopyWriter::new(6);
+    for r in runs {
+        w.row().text(&r.run_id).text(&r.job_id).text(&r.cluster).opt_text(r.node.as_deref()).ts(r.leased).text(&r.pool);
+    }
+    w
+}
+
+/// Encodes the run deltas for [`COPY_UPDATE`].
+pub fn copy_update<'a>(deltas: impl Iterator<Item = (&'a String, &'a RunDelta)>) -> CopyWriter {
+    let mut w = CopyWriter::new(19);
+    for (run_id, d) in deltas {
+        let e = d.end.as_ref();
+        let ingress = if d.ingress.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(&d.ingress).expect("a string map always serialises"))
+        };
+        w.row()
+            .text(run_id)
+            .opt_int2(d.active_state)
+            .opt_ts(d.pending)
+            .opt_ts(d.started)
+            .opt_text(d.running_node.as_deref())
+            .opt_int2(e.map(|e| e.state))
+            .opt_ts(e.and_then(|e| e.at))
+            .opt_int4(e.and_then(|e| e.exit_code))
+            .opt_bytes(e.and_then(|e| e.error.as_deref()))
+            .opt_text(e.and_then(|e| e.node.as_deref()))
+            .opt_jsonb(e.and_then(|e| e.termination_reason.as_deref()))
+            .opt_text(e.and_then(|e| e.category.as_deref()))
+            .opt_text(e.and_then(|e| e.subcategory.as_deref()))
+            .opt_text(d.late_category.as_deref())
+            .opt_text(d.late_subcategory.as_deref())
+            .opt_bytes(d.nonterminal_error.as_deref())
+            .opt_bytes(d.error_debug.as_deref())
+            .opt_bytes(d.info_debug.as_deref())
+            .opt_jsonb(ingress.as_deref());
+    }
+    w
+}
