@@ -7,9 +7,15 @@
 //!
 //! `pipeline` wires the stages together for `run`; `apply` drives decode → convert → store over a file.
 
+pub mod apply;
+pub mod batch;
 pub mod changes;
 pub mod config;
+pub mod convert;
 pub mod db;
+pub mod decode;
 pub mod message;
+pub mod metrics;
 pub mod proto;
+pub mod store;
 pub mod telemetry;

@@ -1,0 +1,58 @@
+//! `JobRunErrors` (14): the first error that is not a preemption (`JobRunPreempted` already ended that run) decides
+//! what is written (spec §5.3). A terminal error ends the run — FAILED, LEASE_RETURNED or LEASE_EXPIRED — with
+//! `finished`, its error text, exit code, node and debug text, and the failure category and subcategory (each only
+//! when non-empty, at most 63 characters, spec §5.5). A non-terminal error changes no state (spec §6 D15): its text
+//! only fills an empty `error` of a run still going.
+
+use crate::changes::{RowChanges, RunEnd, run_state};
+use crate::proto::armadaevents::JobRunErrors;
+use crate::proto::armadaevents::error::Reason;
+
+use super::{Ctx, limits};
+
+pub fn apply(ctx: &mut Ctx<'_>, e: &JobRunErrors, out: &mut RowChanges) {
+    let Some(job_id) = ctx.job_id(out, &e.job_id, "jobRunErrors") else { return };
+    let Some(run_id) = ctx.run_id(out, &e.run_id, "jobRunErrors") else { return };
+    let Some(error) = e.errors.iter().find(|err| !matches!(err.reason, Some(Reason::JobRunPreemptedError(_)))) else {
+        return;
+    };
+    let mut node = None;
+    let mut exit_code = None;
+    let mut debug = None;
+    let (state, text): (i16, Option<String>) = match &error.reason {
+        Some(Reason::PodError(p)) => {
+            node = ctx.fx.fit_opt(&p.node_name, Some(limits::NODE), "job_run.node");
+            exit_code = Some(p.container_errors.iter().map(|c| c.exit_code).find(|&c| c != 0).unwrap_or(0));
+            debug = ctx.fx.fit_opt(&p.debug_message, None, "job_run.debug");
+            (run_state::FAILED, ctx.fx.fit_opt(&p.message, None, "job_run.error"))
+        }
+        Some(Reason::PodLeaseReturned(p)) => {
+            debug = ctx.fx.fit_opt(&p.debug_message, None, "job_run.debug");
+            (run_state::LEASE_RETURNED, ctx.fx.fit_opt(&p.message, None, "job_run.error"))
+        }
+        Some(Reason::LeaseExpired(_)) => (run_state::LEASE_EXPIRED, Some("Lease expired".into())),
+        Some(Reason::ReconciliationError(r)) => (run_state::FAILED, ctx.fx.fit_opt(&r.message, None, "job_run.error")),
+        _ => (run_state::FAILED, Some("Unknown error".into())),
+    };
+    let error_blob = text.map(|t| ctx.blob(t.as_bytes()));
+    let debug_blob = debug.map(|d| ctx.blob(d.as_bytes()));
+    let run = out.run(&run_id, &job_id);
+    if error.terminal {
+        let category = ctx.fx.fit_opt(&error.failure_category, Some(limits::CATEGORY), "job_run.failure_category");
+        let subcategory =
+            ctx.fx.fit_opt(&error.failure_subcategory, Some(limits::CATEGORY), "job_run.failure_subcategory");
+        let end = RunEnd {
+            state,
+            at: Some(ctx.ts),
+            exit_code,
+            error: error_blob,
+            node,
+            termination_reason: None,
+            category,
+            subcategory,
+        };
+        run.end(end, debug_blob, ctx.id);
+    } else {
+        run.nonterminal_error(error_blob, debug_blob, ctx.id);
+    }
+}

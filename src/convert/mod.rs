@@ -1,0 +1,310 @@
+//! Convert: decoded messages → [`RowChanges`], one small file per event kind (spec §5).
+//!
+//! For each event this module works out the context every kind needs (queue, job set, owner, event time — spec
+//! §5.1), validates the ids, and hands the event to its kind's `apply` function, which records row creations and
+//! folds updates into the job's or run's delta (`crate::changes`). Conversion is pure and deterministic: the same
+//! messages always give the same changes.
+
+mod annotations;
+mod blob;
+mod job_spec;
+mod resources;
+mod text;
+
+mod cancelled_job;
+mod job_errors;
+mod job_requeued;
+mod job_run_assigned;
+mod job_run_cancelled;
+mod job_run_errors;
+mod job_run_leased;
+mod job_run_preempted;
+mod job_run_running;
+mod job_run_succeeded;
+mod job_run_terminated_debug_info;
+mod job_succeeded;
+mod reprioritised_job;
+mod standalone_ingress_info;
+mod submit_job;
+
+use crate::changes::{Quarantined, RowChanges};
+use crate::config::Config;
+use crate::decode::DecodedMessage;
+use crate::message::{EventId, Ts, ts_from_parts};
+use crate::proto::armadaevents::{Event, EventKind};
+
+pub use text::Fixer;
+
+/// Column limits (characters) of the values every kind uses (spec §5.1).
+pub mod limits {
+    pub const JOB_ID: usize = 32;
+    pub const RUN_ID: usize = 36;
+    pub const QUEUE: usize = 512;
+    pub const JOBSET: usize = 1024;
+    pub const OWNER: usize = 512;
+    pub const NAMESPACE: usize = 512;
+    pub const EXTERNAL_URI: usize = 1024;
+    pub const PRIORITY_CLASS: usize = 63;
+    pub const ANNOTATION: usize = 1024;
+    pub const CLUSTER: usize = 512;
+    pub const NODE: usize = 512;
+    pub const CANCEL_REASON: usize = 512;
+    pub const CANCEL_USER: usize = 512;
+    pub const CATEGORY: usize = 63;
+    pub const FAILURE_REASON: usize = 63;
+    pub const RETRY_POLICY: usize = 512;
+    /// Our own `job.ingester_failure_message` is `text`; this keeps a runaway message from bloating the row.
+    pub const FAILURE_MESSAGE: usize = 16_384;
+}
+
+/// Settings that change how events become rows.
+#[derive(Debug, Clone)]
+pub struct Converter {
+    /// Prefix stripped from annotation keys.
+    pub annotation_prefix: Option<String>,
+    /// Lower-cased annotation keys never stored.
+    pub annotation_blocklist: Vec<String>,
+    /// Blobs longer than this are compressed at level 1, shorter ones stored (still a zlib stream).
+    pub compression_threshold: usize,
+}
+
+impl Default for Converter {
+    fn default() -> Self {
+        Converter {
+            annotation_prefix: Some("armadaproject.io/".into()),
+            annotation_blocklist: Vec::new(),
+            compression_threshold: 1024,
+        }
+    }
+}
+
+/// What every event kind gets: where it came from, when it happened, and its sequence's context.
+pub struct Ctx<'a> {
+    pub id: EventId,
+    /// The event's `created` time, or the message's publish time when missing.
+    pub ts: Ts,
+    pub queue: &'a str,
+    pub jobset: &'a str,
+    pub owner: &'a str,
+    pub conv: &'a Converter,
+    pub fx: Fixer,
+}
+
+impl Ctx<'_> {
+    /// Validates a job id; on failure the event is quarantined and the kind does nothing.
+    pub fn job_id(&mut self, out: &mut RowChanges, bytes: &[u8], kind: &'static str) -> Option<String> {
+        self.valid_id(out, bytes, limits::JOB_ID, "job_id", kind).inspect(|id| self.fx.job_id = Some(id.clone()))
+    }
+
+    /// Validates a run id; on failure the event is quarantined and the kind does nothing.
+    pub fn run_id(&mut self, out: &mut RowChanges, bytes: &[u8], kind: &'static str) -> Option<String> {
+        self.valid_id(out, bytes, limits::RUN_ID, "run_id", kind).inspect(|id| self.fx.run_id = Some(id.clone()))
+    }
+
+    fn valid_id(
+        &mut self,
+        out: &mut RowChanges,
+        bytes: &[u8],
+        limit: usize,
+        what: &str,
+        kind: &'static str,
+    ) -> Option<String> {
+        match text::id(bytes, limit, what) {
+            Ok(id) => Some(id),
+            Err(error) => {
+                out.quarantined.push(Quarantined {
+                    message: self.id.message,
+                    event: Some(self.id.event),
+                    reason: "invalid_id",
+                    error,
+                    sqlstate: None,
+                    event_kind: Some(kind),
+                    job_id: self.fx.job_id.clone(),
+                    run_id: None,
+                });
+                None
+            }
+        }
+    }
+
+    /// Zlib stream of a text value (spec §5.6).
+    pub fn blob(&self, data: &[u8]) -> Vec<u8> {
+        blob::zlib(data, self.conv.compression_threshold)
+    }
+}
+
+impl Converter {
+    pub fn from_config(config: &Config) -> Self {
+        Converter {
+            annotation_prefix: config.annotation_prefix().map(str::to_string),
+            annotation_blocklist: config.annotations.blocklist_annotations.iter().map(|k| k.to_lowercase()).collect(),
+            compression_threshold: config.min_job_spec_compression_size,
+        }
+    }
+
+    /// Converts the events of `messages` for which `include` is true, in order. `EventId.message` indexes
+    /// `messages`; `EventId.event` indexes the message's events.
+    pub fn convert(&self, messages: &[&DecodedMessage], include: &dyn Fn(EventId) -> bool) -> RowChanges {
+        let mut out = RowChanges::default();
+        for (mi, msg) in messages.iter().enumerate() {
+            let mi = mi as u32;
+            let seq = match &msg.body {
+                Ok(seq) => seq,
+                Err(rejection) => {
+                    out.quarantined.push(Quarantined {
+                        message: mi,
+                        event: None,
+                        reason: rejection.reason(),
+                        error: rejection.message(),
+                        sqlstate: None,
+                        event_kind: None,
+                        job_id: None,
+                        run_id: None,
+                    });
+                    continue;
+                }
+            };
+            // The sequence's context, fitted once; fixes are recorded against its first included event.
+            let first = (0..seq.events.len() as u32).find(|&e| include(EventId { message: mi, event: e }));
+            let Some(first) = first else { continue };
+            let mut fx = Fixer::new(EventId { message: mi, event: first });
+            let queue = fx.fit(&seq.queue, Some(limits::QUEUE), "job.queue");
+            let jobset = fx.fit(&seq.job_set_name, Some(limits::JOBSET), "job.jobset");
+            let owner = fx.fit(&seq.user_id, Some(limits::OWNER), "job.owner").trim().to_string();
+            out.sanitized.append(&mut fx.fixes);
+            for (ei, event) in seq.events.iter().enumerate() {
+                let id = EventId { message: mi, event: ei as u32 };
+                if !include(id) {
+                    continue;
+                }
+                let ts = event
+                    .created
+                    .as_ref()
+                    .and_then(|t| ts_from_parts(t.seconds, t.nanos))
+                    .unwrap_or(msg.raw.publish_time);
+                let mut ctx = Ctx { id, ts, queue: &queue, jobset: &jobset, owner: &owner, conv: self, fx: Fixer::new(id) };
+                apply_event(&mut ctx, event, &mut out);
+                out.sanitized.append(&mut ctx.fx.fixes);
+            }
+        }
+        out
+    }
+
+    /// Ids of the jobs (`SubmitJob`) and runs (`JobRunLeased`) these messages create, for finding parked events.
+    pub fn created_ids(&self, messages: &[&DecodedMessage]) -> (Vec<String>, Vec<String>) {
+        let (mut jobs, mut runs) = (Vec::new(), Vec::new());
+        for msg in messages {
+            let Ok(seq) = &msg.body else { continue };
+            for event in &seq.events {
+                match &event.event {
+                    Some(EventKind::SubmitJob(s)) => {
+                        if let Ok(id) = text::id(&s.job_id, limits::JOB_ID, "job_id") {
+                            jobs.push(id);
+                        }
+                    }
+                    Some(EventKind::JobRunLeased(l)) => {
+                        if let Ok(id) = text::id(&l.run_id, limits::RUN_ID, "run_id") {
+                            runs.push(id);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        jobs.sort();
+        jobs.dedup();
+        runs.sort();
+        runs.dedup();
+        (jobs, runs)
+    }
+}
+
+fn apply_event(ctx: &mut Ctx<'_>, event: &Event, out: &mut RowChanges) {
+    let Some(kind) = &event.event else {
+        crate::metrics::ignored("unknown", 1);
+        return;
+    };
+    match kind {
+        EventKind::SubmitJob(e) => submit_job::apply(ctx, e, out),
+        EventKind::ReprioritisedJob(e) => reprioritised_job::apply(ctx, e, out),
+        EventKind::CancelledJob(e) => cancelled_job::apply(ctx, e, out),
+        EventKind::JobSucceeded(e) => job_succeeded::apply(ctx, e, out),
+        EventKind::JobErrors(e) => job_errors::apply(ctx, e, out),
+        EventKind::JobRunLeased(e) => job_run_leased::apply(ctx, e, out),
+        EventKind::JobRunAssigned(e) => job_run_assigned::apply(ctx, e, out),
+        EventKind::JobRunRunning(e) => job_run_running::apply(ctx, e, out),
+        EventKind::JobRunSucceeded(e) => job_run_succeeded::apply(ctx, e, out),
+        EventKind::JobRunErrors(e) => job_run_errors::apply(ctx, e, out),
+        EventKind::StandaloneIngressInfo(e) => standalone_ingress_info::apply(ctx, e, out),
+        EventKind::JobRunPreempted(e) => job_run_preempted::apply(ctx, e, out),
+        EventKind::JobRequeued(e) => job_requeued::apply(ctx, e, out),
+        EventKind::JobRunCancelled(e) => job_run_cancelled::apply(ctx, e, out),
+        EventKind::JobRunTerminatedDebugInfo(e) => job_run_terminated_debug_info::apply(ctx, e, out),
+        // Requests and notices the Lookout schema has no column for (spec §5.2): counted, not logged.
+        EventKind::ReprioritiseJob(_)
+        | EventKind::ReprioritiseJobSet(_)
+        | EventKind::CancelJob(_)
+        | EventKind::CancelJobSet(_)
+        | EventKind::ResourceUtilisation(_)
+        | EventKind::PartitionMarker(_)
+        | EventKind::JobRunPreemptionRequested(_)
+        | EventKind::JobPreemptionRequested(_)
+        | EventKind::JobValidated(_) => crate::metrics::ignored(event_kind(event), 1),
+    }
+}
+
+/// The event's kind, as named in Armada's proto (`submitJob`, `jobRunLeased`, …), or `unknown`.
+pub fn event_kind(event: &Event) -> &'static str {
+    match &event.event {
+        None => "unknown",
+        Some(kind) => match kind {
+            EventKind::SubmitJob(_) => "submitJob",
+            EventKind::ReprioritiseJob(_) => "reprioritiseJob",
+            EventKind::ReprioritiseJobSet(_) => "reprioritiseJobSet",
+            EventKind::ReprioritisedJob(_) => "reprioritisedJob",
+            EventKind::CancelJob(_) => "cancelJob",
+            EventKind::CancelJobSet(_) => "cancelJobSet",
+            EventKind::CancelledJob(_) => "cancelledJob",
+            EventKind::JobSucceeded(_) => "jobSucceeded",
+            EventKind::JobErrors(_) => "jobErrors",
+            EventKind::JobRunLeased(_) => "jobRunLeased",
+            EventKind::JobRunAssigned(_) => "jobRunAssigned",
+            EventKind::JobRunRunning(_) => "jobRunRunning",
+            EventKind::JobRunSucceeded(_) => "jobRunSucceeded",
+            EventKind::JobRunErrors(_) => "jobRunErrors",
+            EventKind::StandaloneIngressInfo(_) => "standaloneIngressInfo",
+            EventKind::ResourceUtilisation(_) => "resourceUtilisation",
+            EventKind::JobRunPreempted(_) => "jobRunPreempted",
+            EventKind::PartitionMarker(_) => "partitionMarker",
+            EventKind::JobRunPreemptionRequested(_) => "jobRunPreemptionRequested",
+            EventKind::JobRequeued(_) => "jobRequeued",
+            EventKind::JobPreemptionRequested(_) => "jobPreemptionRequested",
+            EventKind::JobRunCancelled(_) => "jobRunCancelled",
+            EventKind::JobValidated(_) => "jobValidated",
+            EventKind::JobRunTerminatedDebugInfo(_) => "jobRunTerminatedDebugInfo",
+        },
+    }
+}
+
+/// The job and run an event is about, as lossy text (for quarantine and parked records).
+pub fn event_keys(event: &Event) -> (Option<String>, Option<String>) {
+    let t = |b: &[u8]| Some(crate::proto::text(b).into_owned()).filter(|s| !s.is_empty());
+    match &event.event {
+        Some(EventKind::SubmitJob(e)) => (t(&e.job_id), None),
+        Some(EventKind::ReprioritisedJob(e)) => (t(&e.job_id), None),
+        Some(EventKind::CancelledJob(e)) => (t(&e.job_id), None),
+        Some(EventKind::JobSucceeded(e)) => (t(&e.job_id), None),
+        Some(EventKind::JobErrors(e)) => (t(&e.job_id), None),
+        Some(EventKind::JobRequeued(e)) => (t(&e.job_id), None),
+        Some(EventKind::JobRunLeased(e)) => (t(&e.job_id), t(&e.run_id)),
+        Some(EventKind::JobRunAssigned(e)) => (t(&e.job_id), t(&e.run_id)),
+        Some(EventKind::JobRunRunning(e)) => (t(&e.job_id), t(&e.run_id)),
+        Some(EventKind::JobRunSucceeded(e)) => (t(&e.job_id), t(&e.run_id)),
+        Some(EventKind::JobRunErrors(e)) => (t(&e.job_id), t(&e.run_id)),
+        Some(EventKind::StandaloneIngressInfo(e)) => (t(&e.job_id), t(&e.run_id)),
+        Some(EventKind::JobRunPreempted(e)) => (t(&e.preempted_job_id), t(&e.preempted_run_id)),
+        Some(EventKind::JobRunCancelled(e)) => (t(&e.job_id), t(&e.run_id)),
+        Some(EventKind::JobRunTerminatedDebugInfo(e)) => (t(&e.job_id), t(&e.run_id)),
+        _ => (None, None),
+    }
+}

@@ -1,0 +1,129 @@
+//! Decode: a raw message's bytes → an `EventSequence`, as leniently as Armada's own decoder (spec §2.2).
+//!
+//! The generated types never fail on invalid UTF-8 or on an unparsable k8s quantity (see `crate::proto`), and
+//! unknown fields and oneof arms are skipped, so a message is rejected only when it cannot be used at all: it is
+//! not protobuf, or it has no queue, no job set or no events. A rejected message is not dropped: convert turns the
+//! rejection into a quarantine record and store keeps the raw bytes.
+
+use prost::Message as _;
+
+use crate::message::RawMessage;
+use crate::proto::armadaevents::EventSequence;
+
+/// Why a message cannot be used.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rejection {
+    /// The bytes are not an `EventSequence`.
+    Undecodable(String),
+    EmptyQueue,
+    EmptyJobSet,
+    NoEvents,
+}
+
+impl Rejection {
+    /// The machine-readable reason recorded in the quarantine table and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::Undecodable(_) => "undecodable",
+            Rejection::EmptyQueue => "empty_queue",
+            Rejection::EmptyJobSet => "empty_jobset",
+            Rejection::NoEvents => "no_events",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Rejection::Undecodable(e) => format!("not a protobuf armadaevents.EventSequence: {e}"),
+            Rejection::EmptyQueue => "EventSequence has an empty queue".into(),
+            Rejection::EmptyJobSet => "EventSequence has an empty job_set_name".into(),
+            Rejection::NoEvents => "EventSequence has no events".into(),
+        }
+    }
+}
+
+/// A message after decoding.
+#[derive(Debug, Clone)]
+pub struct DecodedMessage {
+    pub raw: RawMessage,
+    /// Index of the first event within the original message (0, except for a parked event re-applied alone).
+    pub event_base: u32,
+    pub body: Result<EventSequence, Rejection>,
+}
+
+impl DecodedMessage {
+    /// Number of events (0 for a rejected message).
+    pub fn event_count(&self) -> usize {
+        self.body.as_ref().map(|s| s.events.len()).unwrap_or(0)
+    }
+}
+
+/// Decodes one message. Never fails: an unusable message comes back with a [`Rejection`].
+pub fn decode(raw: RawMessage) -> DecodedMessage {
+    let body = EventSequence::decode(raw.payload.clone())
+        .map_err(|e| Rejection::Undecodable(e.to_string()))
+        .and_then(validate);
+    DecodedMessage { raw, event_base: 0, body }
+}
+
+fn validate(seq: EventSequence) -> Result<EventSequence, Rejection> {
+    let blank = |b: &[u8]| b.iter().all(|&c| c == 0);
+    if blank(&seq.queue) {
+        return Err(Rejection::EmptyQueue);
+    }
+    if blank(&seq.job_set_name) {
+        return Err(Rejection::EmptyJobSet);
+    }
+    if seq.events.is_empty() {
+        return Err(Rejection::NoEvents);
+    }
+    Ok(seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Position;
+    use crate::proto::armadaevents::Event;
+
+    fn raw(payload: Vec<u8>) -> RawMessage {
+        RawMessage {
+            position: Position { source: "t".into(), ledger_id: 1, entry_id: 2, batch_index: 0 },
+            entry_size: 1,
+            publish_time: 0,
+            payload: payload.into(),
+        }
+    }
+
+    fn seq(queue: &str, jobset: &str, events: usize) -> Vec<u8> {
+        EventSequence {
+            queue: queue.as_bytes().to_vec().into(),
+            job_set_name: jobset.as_bytes().to_vec().into(),
+            events: (0..events).map(|_| Event::default()).collect(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn garbage_is_rejected_not_dropped() {
+        let d = decode(raw(vec![0xff, 0xff, 0xff, 0x07]));
+        assert_eq!(d.body.unwrap_err().reason(), "undecodable");
+    }
+
+    #[test]
+    fn empty_queue_jobset_or_events_are_rejected() {
+        assert_eq!(decode(raw(seq("", "js", 1))).body.unwrap_err(), Rejection::EmptyQueue);
+        assert_eq!(decode(raw(seq("q", "", 1))).body.unwrap_err(), Rejection::EmptyJobSet);
+        assert_eq!(decode(raw(seq("q", "js", 0))).body.unwrap_err(), Rejection::NoEvents);
+        assert_eq!(decode(raw(seq("q", "js", 2))).event_count(), 2);
+    }
+
+    #[test]
+    fn invalid_utf8_in_strings_still_decodes() {
+        let mut bytes = seq("qq", "js", 1);
+        let at = bytes.iter().position(|&b| b == b'q').unwrap();
+        bytes[at] = 0xc3; // a lead byte without its continuation
+        let d = decode(raw(bytes));
+        assert!(d.body.is_ok());
+    }
+}

@@ -1,0 +1,139 @@
+//! Metrics: every metric name lives here, with the functions the stages call to record them.
+//!
+//! Our own metrics use the prefix `lookout_ingester_`. The reference's dashboards keep working through the
+//! `armada_lookout_ingester_v2_` names it exported, recorded with the corrected meanings of spec §6 D21 (counted
+//! after commit, affected rows rather than instructions, seconds as floats).
+
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::changes::Sanitized;
+use crate::store::{ErrorClass, StoreReport, quarantine};
+
+pub const MESSAGES_CONSUMED: &str = "lookout_ingester_messages_consumed_total";
+pub const MESSAGES_SKIPPED: &str = "lookout_ingester_messages_skipped_total";
+pub const EVENTS_CONSUMED: &str = "lookout_ingester_events_consumed_total";
+pub const EVENTS_IGNORED: &str = "lookout_ingester_events_ignored_total";
+pub const ROWS_WRITTEN: &str = "lookout_ingester_rows_written_total";
+pub const BATCH_EVENTS: &str = "lookout_ingester_batch_events";
+pub const BATCH_BYTES: &str = "lookout_ingester_batch_bytes";
+pub const STORE_SECONDS: &str = "lookout_ingester_batch_store_seconds";
+pub const STORE_ATTEMPTS: &str = "lookout_ingester_batch_store_attempts_total";
+pub const PUBLISH_TO_COMMIT_SECONDS: &str = "lookout_ingester_publish_to_commit_seconds";
+pub const LAG_SECONDS: &str = "lookout_ingester_lag_seconds";
+pub const QUARANTINED: &str = "lookout_ingester_quarantined_total";
+pub const SANITIZED: &str = "lookout_ingester_sanitized_values_total";
+pub const PARKED: &str = "lookout_ingester_parked_events_total";
+pub const UNPARKED: &str = "lookout_ingester_unparked_events_total";
+pub const PARKED_NOW: &str = "lookout_ingester_parked_events";
+pub const DB_ERRORS: &str = "lookout_ingester_db_errors_total";
+pub const CONSUMER_REBUILDS: &str = "lookout_ingester_consumer_rebuilds_total";
+pub const ACKS: &str = "lookout_ingester_acks_total";
+pub const ZOMBIE_JOBS: &str = "lookout_ingester_zombie_jobs";
+pub const COMMITTED_BATCHES: &str = "lookout_ingester_batches_committed_total";
+
+pub const COMPAT_MESSAGES_PROCESSED: &str = "armada_lookout_ingester_v2_pulsar_messages_processed";
+pub const COMPAT_MESSAGE_ERRORS: &str = "armada_lookout_ingester_v2_pulsar_message_errors";
+pub const COMPAT_ROWS_CHANGED: &str = "armada_lookout_ingester_v2_rows_changed";
+pub const COMPAT_DB_ERRORS: &str = "armada_lookout_ingester_v2_db_errors";
+pub const COMPAT_PUBLISH_TIME: &str = "armada_lookout_ingester_v2_pulsar_message_publish_time";
+
+/// Installs the global recorder and returns the handle `/metrics` renders.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let seconds = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+    let sizes = [1.0, 10.0, 100.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 25000.0, 100000.0];
+    let bytes = [1e3, 1e4, 1e5, 1e6, 4e6, 1.6e7, 6.4e7];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(STORE_SECONDS.into()), &seconds)?
+        .set_buckets_for_metric(Matcher::Full(PUBLISH_TO_COMMIT_SECONDS.into()), &seconds)?
+        .set_buckets_for_metric(Matcher::Full(BATCH_EVENTS.into()), &sizes)?
+        .set_buckets_for_metric(Matcher::Full(BATCH_BYTES.into()), &bytes)?
+        .install_recorder()?;
+    Ok(handle)
+}
+
+/// A committed batch: rows, duration, attempts.
+pub fn record_store(report: &StoreReport, elapsed: Duration) {
+    histogram!(STORE_SECONDS).record(elapsed.as_secs_f64());
+    counter!(STORE_ATTEMPTS).increment(u64::from(report.attempts));
+    counter!(COMMITTED_BATCHES).increment(1);
+    counter!(MESSAGES_SKIPPED).increment(report.skipped_messages as u64);
+    for (table, op, n) in &report.rows {
+        counter!(ROWS_WRITTEN, "table" => *table, "operation" => *op).increment(*n);
+        counter!(COMPAT_ROWS_CHANGED, "table" => *table, "operation" => *op).increment(*n);
+    }
+    counter!(PARKED).increment(report.parked);
+    counter!(UNPARKED).increment(report.unparked as u64);
+}
+
+/// Dead letters and sanitized values of a committed batch.
+pub fn record_outcomes(quarantined: &[quarantine::Row], sanitized: &[Sanitized]) {
+    for q in quarantined {
+        counter!(QUARANTINED, "reason" => q.reason.clone()).increment(1);
+        let error = if q.reason == "undecodable" { "deserialization" } else { "processing" };
+        counter!(COMPAT_MESSAGE_ERRORS, "error" => error).increment(1);
+    }
+    for s in sanitized {
+        counter!(SANITIZED, "field" => s.field, "fix" => s.fix).increment(1);
+    }
+}
+
+/// A failed database attempt.
+pub fn db_error(sqlstate: Option<&str>, class: ErrorClass) {
+    let class = match class {
+        ErrorClass::Transient => "transient",
+        ErrorClass::Data => "data",
+    };
+    let code = sqlstate.unwrap_or("none").to_string();
+    counter!(DB_ERRORS, "sqlstate" => code, "class" => class).increment(1);
+    counter!(COMPAT_DB_ERRORS, "operation" => "store").increment(1);
+}
+
+/// Messages and events that entered the pipeline.
+pub fn consumed(messages: u64, events_by_kind: &[(&'static str, u64)]) {
+    counter!(MESSAGES_CONSUMED).increment(messages);
+    for (kind, n) in events_by_kind {
+        counter!(EVENTS_CONSUMED, "kind" => *kind).increment(*n);
+    }
+}
+
+/// Events of a known kind the Lookout schema has no use for, or of an unknown kind: counted, never logged one by
+/// one (spec §6 D21).
+pub fn ignored(kind: &'static str, n: u64) {
+    counter!(EVENTS_IGNORED, "kind" => kind).increment(n);
+}
+
+pub fn batch_size(events: usize, bytes: usize) {
+    histogram!(BATCH_EVENTS).record(events as f64);
+    histogram!(BATCH_BYTES).record(bytes as f64);
+}
+
+/// Per partition: seconds from publish to commit of each message, the lag, and the last publish time.
+pub fn committed_message(partition: &str, publish_to_commit: f64) {
+    histogram!(PUBLISH_TO_COMMIT_SECONDS).record(publish_to_commit.max(0.0));
+    let _ = partition;
+}
+
+pub fn lag(partition: &str, seconds: f64, last_publish_unix: f64) {
+    gauge!(LAG_SECONDS, "partition" => partition.to_string()).set(seconds.max(0.0));
+    gauge!(COMPAT_PUBLISH_TIME, "partition" => partition.to_string()).set(last_publish_unix);
+}
+
+pub fn acked(messages: u64) {
+    counter!(ACKS).increment(1);
+    counter!(COMPAT_MESSAGES_PROCESSED).increment(messages);
+}
+
+pub fn consumer_rebuilt(reason: &'static str) {
+    counter!(CONSUMER_REBUILDS, "reason" => reason).increment(1);
+}
+
+pub fn parked_now(n: i64) {
+    gauge!(PARKED_NOW).set(n as f64);
+}
+
+pub fn zombie_jobs(n: i64) {
+    gauge!(ZOMBIE_JOBS).set(n as f64);
+}

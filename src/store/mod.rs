@@ -1,0 +1,608 @@
+//! Store: writes one batch to Postgres in **one transaction**, and retries until it has.
+//!
+//! Per batch (a small, constant number of round trips whatever its size):
+//! 1. lock the partitions' committed positions and skip messages at or before them (redeliveries);
+//! 2. take the parked events whose parent job or run this batch creates, and convert them with the batch;
+//! 3. COPY (binary) the row changes into per-connection staging tables, then insert and merge them with the
+//!    set-based statements of `job.rs`, `job_run.rs`, `job_spec.rs` and `job_error.rs`;
+//! 4. park the events whose parent does not exist, record quarantined messages and sanitized values;
+//! 5. advance the positions and commit.
+//!
+//! Errors are classified by SQLSTATE (spec §6 D6): connection, serialization, deadlock, resource and shutdown
+//! errors are retried with jittered backoff, keeping the batch; data errors (classes 22 and 23, and 42 when the
+//! statements themselves still work) switch the batch to *isolation*: each part is applied under a savepoint,
+//! halving on failure, until the events Postgres rejects are found; they are quarantined with their SQLSTATE and
+//! the rest commits. Nothing is acknowledged unless it committed.
+
+pub mod copy;
+pub mod job;
+pub mod job_error;
+pub mod job_run;
+pub mod job_spec;
+pub mod parked;
+pub mod position;
+pub mod quarantine;
+pub mod sanitized;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Acquire, Executor, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::changes::RowChanges;
+use crate::convert::Converter;
+use crate::decode::{DecodedMessage, Rejection};
+use crate::message::{EventId, Position, RawMessage};
+use crate::metrics as m;
+use crate::proto::armadaevents::EventSequence;
+use crate::proto::armadaevents::event_sequence::Event;
+
+/// A decoded batch and its row changes, as the batch stage hands it over.
+pub struct Batch {
+    pub messages: Vec<DecodedMessage>,
+    pub changes: RowChanges,
+}
+
+/// What a committed batch did.
+#[derive(Debug, Default, Clone)]
+pub struct StoreReport {
+    /// The highest committed position per source (topic partition), for acknowledgements.
+    pub committed: HashMap<String, (i64, i64, i32)>,
+    /// Messages skipped because an earlier transaction had already committed them.
+    pub skipped_messages: usize,
+    /// Rows affected per (table, operation).
+    pub rows: Vec<(&'static str, &'static str, u64)>,
+    pub parked: u64,
+    pub unparked: usize,
+    pub quarantined: u64,
+    pub sanitized: u64,
+    /// Transactions tried before this one committed.
+    pub attempts: u32,
+    /// Whether poison rows had to be isolated.
+    pub isolated: bool,
+}
+
+/// How an error is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Connection lost, serialization failure, deadlock, resources, shutdown: retry the same batch later.
+    Transient,
+    /// The data was rejected: isolate the offending events and quarantine them.
+    Data,
+}
+
+/// Classifies a database error by SQLSTATE (spec §6 D6).
+pub fn classify(error: &sqlx::Error) -> ErrorClass {
+    match sqlstate(error).as_deref() {
+        Some(code) if code.starts_with("22") || code.starts_with("23") || code.starts_with("42") => ErrorClass::Data,
+        _ => ErrorClass::Transient,
+    }
+}
+
+/// The SQLSTATE of a database error, if it is one.
+pub fn sqlstate(error: &sqlx::Error) -> Option<String> {
+    match error {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("gave up after {attempts} attempts: {last}")]
+    GaveUp { attempts: u32, last: String },
+    #[error("cancelled while waiting to retry")]
+    Cancelled,
+}
+
+/// The writer. Owns a small dedicated pool whose connections carry the staging tables.
+pub struct Store {
+    pool: PgPool,
+    converter: Converter,
+    subscription: Option<String>,
+    max_backoff: Duration,
+    max_attempts: Option<u32>,
+}
+
+/// Row counts and orphans of one apply.
+#[derive(Default)]
+struct Applied {
+    rows: Vec<(&'static str, &'static str, u64)>,
+    /// Events to park, with what they wait for (`job` or `run`).
+    to_park: Vec<(EventId, &'static str)>,
+}
+
+impl Store {
+    /// Builds the writer pool (two connections: one writing, one spare for a reconnect).
+    pub async fn connect(
+        options: sqlx::postgres::PgConnectOptions,
+        converter: Converter,
+        subscription: Option<String>,
+        max_backoff: Duration,
+    ) -> sqlx::Result<Store> {
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute("SET temp_buffers = '64MB'").await?;
+                    for ddl in STAGING {
+                        conn.execute(*ddl).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(options);
+        Ok(Store { pool, converter, subscription, max_backoff, max_attempts: None })
+    }
+
+    /// Gives up (with [`StoreError::GaveUp`]) after this many failed transactions instead of retrying forever.
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+
+    pub fn converter(&self) -> &Converter {
+        &self.converter
+    }
+
+    /// Writes the batch, retrying transient failures with backoff until it commits, `cancel` fires while waiting,
+    /// or the attempt limit is reached.
+    pub async fn write(&self, batch: &Batch, cancel: &CancellationToken) -> Result<StoreReport, StoreError> {
+        let started = Instant::now();
+        let mut attempts = 0u32;
+        let mut isolate = false;
+        let mut delay = Duration::from_millis(250);
+        loop {
+            attempts += 1;
+            match self.attempt(batch, isolate).await {
+                Ok(mut report) => {
+                    report.attempts = attempts;
+                    report.isolated = isolate;
+                    m::record_store(&report, started.elapsed());
+                    return Ok(report);
+                }
+                Err(e) => {
+                    let class = classify(&e);
+                    m::db_error(sqlstate(&e).as_deref(), class);
+                    if class == ErrorClass::Data && !isolate {
+                        tracing::warn!(error = %e, sqlstate = ?sqlstate(&e), "batch rejected; isolating the offending events");
+                        isolate = true;
+                        continue;
+                    }
+                    if self.max_attempts.is_some_and(|max| attempts >= max) {
+                        return Err(StoreError::GaveUp { attempts, last: e.to_string() });
+                    }
+                    let jitter = rand::random_range(0.5..1.0);
+                    let wait = delay.mul_f64(jitter);
+                    tracing::warn!(error = %e, sqlstate = ?sqlstate(&e), attempt = attempts, retry_in = ?wait, "batch not stored; will retry");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = cancel.cancelled() => return Err(StoreError::Cancelled),
+                    }
+                    delay = (delay * 2).min(self.max_backoff);
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, batch: &Batch, isolate: bool) -> sqlx::Result<StoreReport> {
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let mut report = StoreReport::default();
+
+        // 1. positions: lock, and skip what is already committed.
+        let mut highest: HashMap<String, (i64, i64, i32)> = HashMap::new();
+        for msg in &batch.messages {
+            let p = &msg.raw.position;
+            let entry = highest.entry(p.source.to_string()).or_insert(p.key());
+            if p.key() > *entry {
+                *entry = p.key();
+            }
+        }
+        let committed = match &self.subscription {
+            Some(sub) => {
+                let topics: Vec<String> = highest.keys().cloned().collect();
+                position::lock(&mut tx, sub, &topics).await?
+            }
+            None => HashMap::new(),
+        };
+        let fresh: Vec<&DecodedMessage> = batch
+            .messages
+            .iter()
+            .filter(|msg| {
+                let p = &msg.raw.position;
+                committed.get(p.source.as_ref()).is_none_or(|done| p.key() > *done)
+            })
+            .collect();
+        report.skipped_messages = batch.messages.len() - fresh.len();
+
+        // 2. parked events whose parent this batch creates.
+        let parked_msgs = take_parked(&mut tx, &self.converter, &fresh).await?;
+        report.unparked = parked_msgs.len();
+        let view: Vec<&DecodedMessage> = parked_msgs.iter().chain(fresh.iter().copied()).collect();
+        let reconverted;
+        let changes: &RowChanges = if parked_msgs.is_empty() && report.skipped_messages == 0 {
+            &batch.changes
+        } else {
+            reconverted = self.converter.convert(&view, &|_| true);
+            &reconverted
+        };
+
+        // 3. rows.
+        let mut quarantine_rows = Vec::new();
+        let applied = if isolate {
+            self.isolate(&mut tx, &view, &mut quarantine_rows).await?
+        } else {
+            apply(&mut tx, changes, false).await?
+        };
+        report.rows = applied.rows;
+
+        // 4. park orphans, record dead letters and sanitized values.
+        let park_rows = parked_rows(&view, &applied.to_park);
+        report.parked = parked::insert(&mut tx, &park_rows).await?;
+        for q in &changes.quarantined {
+            quarantine_rows.push(quarantine_row(&view, q.message, q.event, q.reason, &q.error, q.sqlstate.clone(), q));
+        }
+        report.quarantined = quarantine::insert(&mut tx, &quarantine_rows).await?;
+        let sanitized_rows: Vec<sanitized::Row> = changes
+            .sanitized
+            .iter()
+            .map(|s| {
+                let msg = view[s.source.message as usize];
+                let p = &msg.raw.position;
+                sanitized::Row {
+                    source: p.source.to_string(),
+                    ledger_id: p.ledger_id,
+                    entry_id: p.entry_id,
+                    batch_index: p.batch_index,
+                    event_index: (msg.event_base + s.source.event) as i32,
+                    job_id: s.job_id.as_deref().map(strip_nul),
+                    run_id: s.run_id.as_deref().map(strip_nul),
+                    field: s.field.to_string(),
+                    fix: s.fix.to_string(),
+                    original: s.original.clone(),
+                }
+            })
+            .collect();
+        report.sanitized = sanitized::insert(&mut tx, &sanitized_rows).await?;
+
+        // 5. positions, commit.
+        if let Some(sub) = &self.subscription {
+            position::save(&mut tx, sub, &highest).await?;
+        }
+        tx.commit().await?;
+        report.committed = highest;
+        m::record_outcomes(&quarantine_rows, &changes.sanitized);
+        Ok(report)
+    }
+
+    /// Applies the batch event by event group, under savepoints, halving on data errors, and returns what applied;
+    /// events Postgres rejects on their own are added to `quarantined`.
+    async fn isolate(
+        &self,
+        conn: &mut PgConnection,
+        view: &[&DecodedMessage],
+        quarantined: &mut Vec<quarantine::Row>,
+    ) -> sqlx::Result<Applied> {
+        // If the statements fail even with nothing staged, the schema is broken, not the data: no event is to
+        // blame, so fail the attempt (it is retried with backoff) instead of quarantining everything.
+        conn.execute("SAVEPOINT li_probe").await?;
+        apply(&mut *conn, &RowChanges::default(), true).await?;
+        conn.execute("RELEASE SAVEPOINT li_probe").await?;
+
+        let units: Vec<EventId> = view
+            .iter()
+            .enumerate()
+            .flat_map(|(i, msg)| {
+                let n = msg.body.as_ref().map(|s| s.events.len()).unwrap_or(0);
+                (0..n).map(move |e| EventId { message: i as u32, event: e as u32 })
+            })
+            .collect();
+        let mut total = Applied::default();
+        // Ranges of `units` still to apply, processed in order (the stack's top is the earliest range).
+        let mut pending: Vec<(usize, usize)> = vec![(0, units.len())];
+        while let Some((lo, hi)) = pending.pop() {
+            if lo >= hi {
+                continue;
+            }
+            let wanted: BTreeSet<EventId> = units[lo..hi].iter().copied().collect();
+            let part = self.converter.convert(view, &|id| wanted.contains(&id));
+            conn.execute("SAVEPOINT li_part").await?;
+            match apply(&mut *conn, &part, true).await {
+                Ok(applied) => {
+                    conn.execute("RELEASE SAVEPOINT li_part").await?;
+                    total.rows.extend(applied.rows);
+                    total.to_park.extend(applied.to_park);
+                }
+                Err(e) if classify(&e) == ErrorClass::Data => {
+                    conn.execute("ROLLBACK TO SAVEPOINT li_part").await?;
+                    if hi - lo == 1 {
+                        let id = units[lo];
+                        tracing::warn!(error = %e, "quarantining an event Postgres rejects");
+                        let db = e.as_database_error().map(|d| d.message().to_string()).unwrap_or(e.to_string());
+                        quarantined.push(event_quarantine_row(view, id, "db_rejected", &db, sqlstate(&e)));
+                    } else {
+                        let mid = lo + (hi - lo) / 2;
+                        pending.push((mid, hi));
+                        pending.push((lo, mid));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(total)
+    }
+
+    /// The number of parked events (for the gauge).
+    pub async fn parked_count(&self) -> sqlx::Result<i64> {
+        let mut conn = self.pool.acquire().await?;
+        parked::count(&mut conn).await
+    }
+}
+
+/// Every staging table, created once per connection.
+const STAGING: &[&str] = &[job::STAGING, job_spec::STAGING, job_run::STAGING, job_error::STAGING];
+
+/// Clears the staging tables (needed between applies inside one transaction).
+const CLEAR_STAGING: &str = "DELETE FROM li_job_new; DELETE FROM li_job_update; DELETE FROM li_job_progress; \
+    DELETE FROM li_job_spec_new; DELETE FROM li_run_new; DELETE FROM li_run_update; DELETE FROM li_job_error_new";
+
+/// Stages and writes one set of row changes. `force` runs every statement even when its staging is empty (to
+/// clear leftovers between savepoints and to probe the statements).
+async fn apply(conn: &mut PgConnection, changes: &RowChanges, force: bool) -> sqlx::Result<Applied> {
+    let mut out = Applied::default();
+    if force {
+        conn.execute(CLEAR_STAGING).await?;
+    }
+    copy_in(conn, job::COPY_NEW, job::copy_new(changes.jobs.values())).await?;
+    copy_in(conn, job_spec::COPY_NEW, job_spec::copy_new(changes.job_specs.values())).await?;
+    copy_in(conn, job::COPY_UPDATE, job::copy_update(changes.job_updates.iter())).await?;
+    copy_in(conn, job::COPY_PROGRESS, job::copy_progress(changes)).await?;
+    copy_in(conn, job_run::COPY_NEW, job_run::copy_new(changes.runs.values())).await?;
+    copy_in(conn, job_run::COPY_UPDATE, job_run::copy_update(changes.run_updates.iter())).await?;
+    copy_in(conn, job_error::COPY_NEW, job_error::copy_new(changes.job_errors.values())).await?;
+
+    let any = |n: usize| force || n > 0;
+    if any(changes.jobs.len()) {
+        let r = sqlx::query(job::INSERT).execute(&mut *conn).await?;
+        out.rows.push(("job", "insert", r.rows_affected()));
+    }
+    if any(changes.job_specs.len()) {
+        let r = sqlx::query(job_spec::INSERT).execute(&mut *conn).await?;
+        out.rows.push(("job_spec", "insert", r.rows_affected()));
+    }
+    if any(changes.runs.len()) {
+        let r = sqlx::query(job_run::INSERT).execute(&mut *conn).await?;
+        out.rows.push(("job_run", "insert", r.rows_affected()));
+    }
+    // Orphans: updates whose job or run does not exist, and runs of unknown jobs.
+    if any(changes.job_updates.len()) {
+        let orphans: Vec<String> = sqlx::query_scalar(job::TAKE_ORPHANS).fetch_all(&mut *conn).await?;
+        for job_id in orphans {
+            if let Some(d) = changes.job_updates.get(&job_id) {
+                out.to_park.extend(d.sources.iter().map(|s| (*s, "job")));
+            }
+            if let Some(e) = changes.job_errors.get(&job_id) {
+                out.to_park.push((e.source, "job"));
+            }
+        }
+    }
+    if any(changes.runs.len() + changes.run_updates.len()) {
+        let orphans: Vec<(String, String)> = sqlx::query_as(job_run::TAKE_ORPHANS).fetch_all(&mut *conn).await?;
+        for (kind, run_id) in orphans {
+            if kind == "new" {
+                if let Some(r) = changes.runs.get(&run_id) {
+                    out.to_park.push((r.source, "job"));
+                }
+            } else if let Some(d) = changes.run_updates.get(&run_id) {
+                out.to_park.extend(d.sources.iter().map(|s| (*s, "run")));
+            }
+        }
+    }
+    if any(changes.job_updates.len()) {
+        let r = sqlx::query(job::UPDATE).execute(&mut *conn).await?;
+        out.rows.push(("job", "update", r.rows_affected()));
+    }
+    if any(changes.run_updates.len()) {
+        let r = sqlx::query(job_run::UPDATE).execute(&mut *conn).await?;
+        out.rows.push(("job_run", "update", r.rows_affected()));
+    }
+    if any(changes.job_errors.len()) {
+        let r = sqlx::query(job_error::INSERT).execute(&mut *conn).await?;
+        out.rows.push(("job_error", "insert", r.rows_affected()));
+    }
+    Ok(out)
+}
+
+/// Sends one staging table's rows with binary COPY (skipped when there are none).
+async fn copy_in(conn: &mut PgConnection, statement: &str, writer: copy::CopyWriter) -> sqlx::Result<()> {
+    if writer.rows() == 0 {
+        return Ok(());
+    }
+    let mut copy = conn.copy_in_raw(statement).await?;
+    let payload = writer.finish();
+    if let Err(e) = copy.send(payload).await {
+        let _ = copy.abort(e.to_string()).await;
+        return Err(e);
+    }
+    copy.finish().await?;
+    Ok(())
+}
+
+/// Takes, in rounds, the parked events whose parent the batch creates (a parked lease creates a run, which can
+/// release events waiting for that run), and returns them as single-event messages in their original order.
+async fn take_parked(
+    conn: &mut PgConnection,
+    converter: &Converter,
+    fresh: &[&DecodedMessage],
+) -> sqlx::Result<Vec<DecodedMessage>> {
+    let (mut jobs, mut runs) = converter.created_ids(fresh);
+    let mut out: Vec<DecodedMessage> = Vec::new();
+    let mut rounds = 0;
+    while (!jobs.is_empty() || !runs.is_empty()) && rounds < 8 {
+        rounds += 1;
+        let job_refs: Vec<&str> = jobs.iter().map(String::as_str).collect();
+        let run_refs: Vec<&str> = runs.iter().map(String::as_str).collect();
+        let rows = parked::take(conn, &job_refs, &run_refs).await?;
+        if rows.is_empty() {
+            break;
+        }
+        let taken: Vec<DecodedMessage> = rows.into_iter().map(unparked_message).collect();
+        let refs: Vec<&DecodedMessage> = taken.iter().collect();
+        (jobs, runs) = converter.created_ids(&refs);
+        out.extend(taken);
+    }
+    out.sort_by(|a, b| {
+        (&a.raw.position, a.event_base).cmp(&(&b.raw.position, b.event_base))
+    });
+    Ok(out)
+}
+
+/// Rebuilds a single-event message from a parked row.
+fn unparked_message(row: parked::Row) -> DecodedMessage {
+    let position = Position {
+        source: row.source.as_str().into(),
+        ledger_id: row.ledger_id,
+        entry_id: row.entry_id,
+        batch_index: row.batch_index,
+    };
+    let publish_time = row.publish_time.map(|t| t.timestamp_micros()).unwrap_or(0);
+    let body = match Event::decode(row.event.as_slice()) {
+        Ok(event) => Ok(EventSequence {
+            queue: row.queue.into_bytes().into(),
+            job_set_name: row.jobset.into_bytes().into(),
+            user_id: row.user_id.into_bytes().into(),
+            groups: Vec::new(),
+            events: vec![event],
+        }),
+        Err(e) => Err(Rejection::Undecodable(format!("parked event no longer decodes: {e}"))),
+    };
+    DecodedMessage {
+        raw: RawMessage { position, entry_size: 1, publish_time, payload: row.event.into() },
+        event_base: row.event_index as u32,
+        body,
+    }
+}
+
+/// Parked-event rows for the given events (each event once, first reason wins).
+fn parked_rows(view: &[&DecodedMessage], to_park: &[(EventId, &'static str)]) -> Vec<parked::Row> {
+    let mut seen = BTreeSet::new();
+    let mut rows = Vec::new();
+    for (id, waits_for) in to_park {
+        if !seen.insert(*id) {
+            continue;
+        }
+        let msg = view[id.message as usize];
+        let Ok(seq) = &msg.body else { continue };
+        let Some(event) = seq.events.get(id.event as usize) else { continue };
+        let (job_id, run_id) = crate::convert::event_keys(event);
+        let p = &msg.raw.position;
+        rows.push(parked::Row {
+            source: p.source.to_string(),
+            ledger_id: p.ledger_id,
+            entry_id: p.entry_id,
+            batch_index: p.batch_index,
+            event_index: (msg.event_base + id.event) as i32,
+            publish_time: chrono::DateTime::from_timestamp_micros(msg.raw.publish_time),
+            waits_for: waits_for.to_string(),
+            job_id: strip_nul(&job_id.unwrap_or_default()),
+            run_id: run_id.as_deref().map(strip_nul),
+            event_kind: crate::convert::event_kind(event).to_string(),
+            queue: strip_nul(&String::from_utf8_lossy(&seq.queue)),
+            jobset: strip_nul(&String::from_utf8_lossy(&seq.job_set_name)),
+            user_id: strip_nul(&String::from_utf8_lossy(&seq.user_id)),
+            event: event.encode_to_vec(),
+        });
+    }
+    rows
+}
+
+/// A quarantine row for a message (event None) or one of its events.
+fn quarantine_row(
+    view: &[&DecodedMessage],
+    message: u32,
+    event: Option<u32>,
+    reason: &str,
+    error: &str,
+    sqlstate: Option<String>,
+    q: &crate::changes::Quarantined,
+) -> quarantine::Row {
+    let mut row = match event {
+        Some(e) => event_quarantine_row(view, EventId { message, event: e }, reason, error, sqlstate),
+        None => message_quarantine_row(view[message as usize], reason, error),
+    };
+    row.event_kind = q.event_kind.map(str::to_string).or(row.event_kind);
+    row.job_id = q.job_id.as_deref().map(strip_nul).or(row.job_id);
+    row.run_id = q.run_id.as_deref().map(strip_nul).or(row.run_id);
+    row
+}
+
+fn message_quarantine_row(msg: &DecodedMessage, reason: &str, error: &str) -> quarantine::Row {
+    let p = &msg.raw.position;
+    let (queue, jobset) = match &msg.body {
+        Ok(seq) => (
+            Some(strip_nul(&String::from_utf8_lossy(&seq.queue))),
+            Some(strip_nul(&String::from_utf8_lossy(&seq.job_set_name))),
+        ),
+        Err(_) => (None, None),
+    };
+    quarantine::Row {
+        source: p.source.to_string(),
+        ledger_id: p.ledger_id,
+        entry_id: p.entry_id,
+        batch_index: p.batch_index,
+        event_index: None,
+        publish_time: chrono::DateTime::from_timestamp_micros(msg.raw.publish_time),
+        reason: reason.to_string(),
+        error: strip_nul(error),
+        sqlstate: None,
+        event_kind: None,
+        queue,
+        jobset,
+        job_id: None,
+        run_id: None,
+        payload: msg.raw.payload.to_vec(),
+    }
+}
+
+/// A quarantine row for one event, whose payload is that event alone, re-encoded as an `EventSequence` with the
+/// message's queue, job set and user.
+fn event_quarantine_row(
+    view: &[&DecodedMessage],
+    id: EventId,
+    reason: &str,
+    error: &str,
+    sqlstate: Option<String>,
+) -> quarantine::Row {
+    let msg = view[id.message as usize];
+    let mut row = message_quarantine_row(msg, reason, error);
+    row.event_index = Some((msg.event_base + id.event) as i32);
+    row.sqlstate = sqlstate;
+    if let Ok(seq) = &msg.body
+        && let Some(event) = seq.events.get(id.event as usize)
+    {
+        let (job_id, run_id) = crate::convert::event_keys(event);
+        row.job_id = job_id.as_deref().map(strip_nul);
+        row.run_id = run_id.as_deref().map(strip_nul);
+        row.event_kind = Some(crate::convert::event_kind(event).to_string());
+        row.payload = EventSequence {
+            queue: seq.queue.clone(),
+            job_set_name: seq.job_set_name.clone(),
+            user_id: seq.user_id.clone(),
+            groups: seq.groups.clone(),
+            events: vec![event.clone()],
+        }
+        .encode_to_vec();
+    }
+    row
+}
+
+/// Postgres text cannot hold U+0000.
+fn strip_nul(s: &str) -> String {
+    s.replace('\0', "")
+}

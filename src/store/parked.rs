@@ -1,0 +1,82 @@
+//! All SQL for `lookout_ingester.parked_event`: events waiting for their parent job or run.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+/// One parked event (also what [`take`] returns).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Row {
+    pub source: String,
+    pub ledger_id: i64,
+    pub entry_id: i64,
+    pub batch_index: i32,
+    pub event_index: i32,
+    pub publish_time: Option<DateTime<Utc>>,
+    pub waits_for: String,
+    pub job_id: String,
+    pub run_id: Option<String>,
+    pub event_kind: String,
+    pub queue: String,
+    pub jobset: String,
+    pub user_id: String,
+    pub event: Vec<u8>,
+}
+
+/// Parks events; an event already parked (same position) is kept once.
+const INSERT: &str = "
+INSERT INTO lookout_ingester.parked_event
+    (source, ledger_id, entry_id, batch_index, event_index, publish_time, waits_for, job_id, run_id, event_kind,
+     queue, jobset, user_id, event)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[], $5::int[], $6::timestamptz[], $7::text[],
+                     $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bytea[])
+ON CONFLICT (source, ledger_id, entry_id, batch_index, event_index) DO NOTHING";
+
+/// Removes and returns the events waiting for any of the given jobs or runs.
+const TAKE: &str = "
+DELETE FROM lookout_ingester.parked_event
+WHERE (waits_for = 'job' AND job_id = ANY($1::text[])) OR (waits_for = 'run' AND run_id = ANY($2::text[]))
+RETURNING source, ledger_id, entry_id, batch_index, event_index, publish_time, waits_for, job_id, run_id,
+          event_kind, queue, jobset, user_id, event";
+
+const COUNT: &str = "SELECT count(*) FROM lookout_ingester.parked_event";
+
+pub async fn insert(conn: &mut PgConnection, rows: &[Row]) -> sqlx::Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let result = sqlx::query(INSERT)
+        .bind(rows.iter().map(|r| r.source.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.ledger_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.entry_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.batch_index).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.event_index).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.publish_time).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.waits_for.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.job_id.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.run_id.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.event_kind.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.queue.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.jobset.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.user_id.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.event.clone()).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    Ok(result.rows_affected())
+}
+
+/// Takes the events waiting for these jobs or runs, in their original order.
+pub async fn take(conn: &mut PgConnection, job_ids: &[&str], run_ids: &[&str]) -> sqlx::Result<Vec<Row>> {
+    if job_ids.is_empty() && run_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut rows: Vec<Row> = sqlx::query_as(TAKE).bind(job_ids).bind(run_ids).fetch_all(&mut *conn).await?;
+    rows.sort_by(|a, b| {
+        (&a.source, a.ledger_id, a.entry_id, a.batch_index, a.event_index)
+            .cmp(&(&b.source, b.ledger_id, b.entry_id, b.batch_index, b.event_index))
+    });
+    Ok(rows)
+}
+
+pub async fn count(conn: &mut PgConnection) -> sqlx::Result<i64> {
+    sqlx::query_scalar(COUNT).fetch_one(&mut *conn).await
+}

@@ -1,0 +1,66 @@
+//! All SQL for `lookout_ingester.consumer_position`: the last committed position of each topic partition.
+//!
+//! A batch locks the rows of the partitions it holds at the start of its transaction (so two replicas that briefly
+//! both hold a partition during a failover take turns), skips messages at or before the stored position, and
+//! advances the position in the same transaction as the rows it writes.
+
+use std::collections::HashMap;
+
+use sqlx::PgConnection;
+
+/// Creates missing rows (they are locked by the insert itself) and locks and returns the existing ones.
+const LOCK: &str = "
+WITH missing AS (
+    INSERT INTO lookout_ingester.consumer_position (subscription, topic, ledger_id, entry_id, batch_index)
+    SELECT $1, t, -1, -1, -1 FROM unnest($2::text[]) AS t
+    ON CONFLICT (subscription, topic) DO NOTHING
+)
+SELECT topic, ledger_id, entry_id, batch_index
+FROM lookout_ingester.consumer_position
+WHERE subscription = $1 AND topic = ANY($2::text[])
+ORDER BY topic
+FOR UPDATE";
+
+/// Moves each position forward (never back).
+const SAVE: &str = "
+UPDATE lookout_ingester.consumer_position p
+SET ledger_id = t.ledger_id, entry_id = t.entry_id, batch_index = t.batch_index, updated_at = now()
+FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::int[]) AS t(topic, ledger_id, entry_id, batch_index)
+WHERE p.subscription = $1 AND p.topic = t.topic
+  AND (t.ledger_id, t.entry_id, t.batch_index) > (p.ledger_id, p.entry_id, p.batch_index)";
+
+/// Committed `(ledger, entry, batch index)` per topic partition.
+pub type Committed = HashMap<String, (i64, i64, i32)>;
+
+pub async fn lock(conn: &mut PgConnection, subscription: &str, topics: &[String]) -> sqlx::Result<Committed> {
+    let rows: Vec<(String, i64, i64, i32)> =
+        sqlx::query_as(LOCK).bind(subscription).bind(topics).fetch_all(&mut *conn).await?;
+    Ok(rows.into_iter().map(|(t, l, e, b)| (t, (l, e, b))).collect())
+}
+
+pub async fn save(
+    conn: &mut PgConnection,
+    subscription: &str,
+    positions: &HashMap<String, (i64, i64, i32)>,
+) -> sqlx::Result<()> {
+    if positions.is_empty() {
+        return Ok(());
+    }
+    let mut topics = Vec::new();
+    let (mut ledgers, mut entries, mut indexes) = (Vec::new(), Vec::new(), Vec::new());
+    for (topic, (l, e, b)) in positions {
+        topics.push(topic.as_str());
+        ledgers.push(*l);
+        entries.push(*e);
+        indexes.push(*b);
+    }
+    sqlx::query(SAVE)
+        .bind(subscription)
+        .bind(&topics)
+        .bind(&ledgers)
+        .bind(&entries)
+        .bind(&indexes)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

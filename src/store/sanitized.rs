@@ -1,0 +1,43 @@
+//! All SQL for `lookout_ingester.sanitized_value`: values changed to fit the schema, with their originals.
+
+use sqlx::PgConnection;
+
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub source: String,
+    pub ledger_id: i64,
+    pub entry_id: i64,
+    pub batch_index: i32,
+    pub event_index: i32,
+    pub job_id: Option<String>,
+    pub run_id: Option<String>,
+    pub field: String,
+    pub fix: String,
+    pub original: Vec<u8>,
+}
+
+const INSERT: &str = "
+INSERT INTO lookout_ingester.sanitized_value
+    (source, ledger_id, entry_id, batch_index, event_index, job_id, run_id, field, fix, original)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[], $5::int[], $6::text[], $7::text[],
+                     $8::text[], $9::text[], $10::bytea[])";
+
+pub async fn insert(conn: &mut PgConnection, rows: &[Row]) -> sqlx::Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let result = sqlx::query(INSERT)
+        .bind(rows.iter().map(|r| r.source.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.ledger_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.entry_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.batch_index).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.event_index).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.job_id.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.run_id.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.field.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.fix.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.original.clone()).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    Ok(result.rows_affected())
+}
