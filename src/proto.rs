@@ -189,10 +189,7 @@ impl StringEntry for meta_v1::StringMapEntry {
 /// The map a list of entries stands for: text keys and values (repairs counted), the last entry winning on a repeated
 /// key, as when a real proto map is decoded.
 pub fn text_map<E: StringEntry>(entries: &[E], repairs: &mut Utf8Repairs) -> BTreeMap<String, String> {
-    entries
-        .iter()
-        .map(|e| (repairs.string(e.key_bytes()), repairs.string(e.value_bytes())))
-        .collect()
+    entries.iter().map(|e| (repairs.string(e.key_bytes()), repairs.string(e.value_bytes()))).collect()
 }
 
 /// [`text_map`] for a `map<int32, string>` (ingress addresses).
