@@ -259,3 +259,27 @@ async fn example_9_out_of_order_inside_one_message() {
     apply(&db, &[msg.encode()], 10_000).await;
     assert_happy_path(&db, "job9", "run9").await;
 }
+
+#[tokio::test]
+async fn replaying_an_old_requeue_does_not_requeue_the_current_run() {
+    let db = support::db::migrated().await;
+    let first_run = vec![
+        seq("q", "js").at(T0, submit_job("jobr", 1, Some(pod(&[("cpu", "1")], None)), &[])),
+        seq("q", "js").at(T0 + 1, leased("jobr", "r1", "c1", "n1", "p")),
+        seq("q", "js").at(T0 + 2, run_errors("jobr", "r1", vec![error(true, lease_returned("no", ""), "", "")])),
+        seq("q", "js").at(T0 + 3, requeued("jobr")),
+    ];
+    let second_run = vec![
+        seq("q", "js").at(T0 + 4, leased("jobr", "r2", "c1", "n2", "p")),
+        seq("q", "js").at(T0 + 5, running("jobr", "r2", Some("n2"))),
+    ];
+    apply(&db, &encode(&first_run), 10_000).await;
+    apply(&db, &encode(&second_run), 10_000).await;
+    let before = rows::job(&db.pool, "jobr").await;
+    assert_eq!((before.state, before.latest_run_id.as_deref()), (3, Some("r2")));
+    // A replay of the older part of the stream (one event per batch, and all at once) is a no-op.
+    apply(&db, &encode(&first_run), 1).await;
+    apply(&db, &encode(&first_run), 10_000).await;
+    apply(&db, &encode(&[first_run[3].clone()]), 10_000).await;
+    assert_eq!(rows::job(&db.pool, "jobr").await, before);
+}

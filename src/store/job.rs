@@ -64,7 +64,8 @@ SELECT job_id FROM orphan_progress WHERE job_missing";
 /// The guarded merge of staged deltas into `job` (docs/precedence.md, job rules 2–6).
 ///
 /// * `best`: per job, the furthest progress point among the batch's candidates, ordered by
-///   (leased time of the run, run id, phase); a requeue without a run refers to the stored latest run.
+///   (leased time of the run, run id, phase); a requeue without a run refers to the stored latest run, if it is
+///   not older than that run's lease.
 /// * `cur`: the stored row, locked, with its own progress point.
 /// * `d`: which parts apply. Terminal 7/9 absorb everything; 4/5/6 accept only a preemption; an active job takes
 ///   the batch's first terminal update if any (after its progress), else the progress point if it lies beyond the
@@ -75,6 +76,9 @@ WITH cand AS (
     FROM li_job_progress p
     JOIN job j ON j.job_id = p.job_id
     LEFT JOIN job_run r ON r.run_id = COALESCE(p.run_id, j.latest_run_id)
+    -- A requeue without a run in the batch belongs to the stored latest run only if it is not older than that
+    -- run's lease (a redelivered requeue of an earlier run must not requeue the current one).
+    WHERE p.run_id IS NOT NULL OR r.leased IS NULL OR p.at >= r.leased
 ), best AS (
     SELECT DISTINCT ON (job_id) job_id, run_id, phase, at, run_leased
     FROM cand
