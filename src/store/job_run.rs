@@ -94,9 +94,7 @@ WITH cur AS (
         CASE WHEN d.ends THEN COALESCE(d.termination_reason, d.scheduler_termination_reason)
              ELSE d.scheduler_termination_reason END AS new_termination_reason,
         CASE WHEN d.ingress IS NULL THEN d.ingress_addresses
-             ELSE COALESCE(d.ingress_addresses, '{}'::jsonb) || d.ingress END AS new_ingress,
-        ROW(d.job_run_state, d.pending, d.started, d.finished, d.node, d.exit_code, d.error, d.debug,
-            d.failure_category, d.failure_subcategory, d.scheduler_termination_reason, d.ingress_addresses) AS old_row
+             ELSE COALESCE(d.ingress_addresses, '{}'::jsonb) || d.ingress END AS new_ingress
     FROM d
 )
 UPDATE job_run r SET
@@ -114,9 +112,13 @@ UPDATE job_run r SET
     ingress_addresses = n.new_ingress
 FROM n
 WHERE r.run_id = n.key
-  AND n.old_row IS DISTINCT FROM ROW(n.new_state, n.new_pending, n.new_started, n.new_finished, n.new_node,
-        n.new_exit_code, n.new_error, n.new_debug, n.new_category, n.new_subcategory, n.new_termination_reason,
-        n.new_ingress)";
+  AND (r.job_run_state IS DISTINCT FROM n.new_state OR r.pending IS DISTINCT FROM n.new_pending
+    OR r.started IS DISTINCT FROM n.new_started OR r.finished IS DISTINCT FROM n.new_finished
+    OR r.node IS DISTINCT FROM n.new_node OR r.exit_code IS DISTINCT FROM n.new_exit_code
+    OR r.error IS DISTINCT FROM n.new_error OR r.debug IS DISTINCT FROM n.new_debug
+    OR r.failure_category IS DISTINCT FROM n.new_category OR r.failure_subcategory IS DISTINCT FROM n.new_subcategory
+    OR r.scheduler_termination_reason IS DISTINCT FROM n.new_termination_reason
+    OR r.ingress_addresses IS DISTINCT FROM n.new_ingress)";
 
 /// Encodes the new runs for [`COPY_NEW`].
 pub fn copy_new<'a>(runs: impl Iterator<Item = &'a RunRow>) -> CopyWriter {

