@@ -16,6 +16,7 @@ pub mod db;
 pub mod decode;
 pub mod message;
 pub mod metrics;
+pub mod migrate;
 pub mod proto;
 pub mod store;
 pub mod telemetry;
