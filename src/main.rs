@@ -114,8 +114,21 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { action } => {
-            let _ = action;
-            anyhow::bail!("migrate: not built yet")
+            use lookout_ingester::migrate;
+            let pool = lookout_ingester::db::pool(&config.postgres).await?;
+            match action {
+                None => {
+                    let report = migrate::migrate(&pool).await?;
+                    println!("{report}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(MigrateAction::Status) => {
+                    let status = migrate::status(&pool).await?;
+                    println!("{status}");
+                    // Behind is a normal state (run `migrate`); diverged needs a human.
+                    Ok(if status.health() == migrate::Health::Diverged { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+                }
+            }
         }
         Command::Apply { files } => {
             let _ = files;
