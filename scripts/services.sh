@@ -116,12 +116,13 @@ pg_init_bin() {
   [ -n "$PG_BIN" ] || die "PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin (run: $0 up)"
 }
 
-# run a PostgreSQL server command as the postgres OS user (the server refuses root)
+# run a PostgreSQL server command as the postgres OS user (the server refuses root);
+# fd 9 (the lock) is closed so that a started server does not hold it
 as_pg() {
   if is_root; then
-    runuser -u "$PG_USER" -- "$@"
+    runuser -u "$PG_USER" -- "$@" 9>&-
   else
-    "$@"
+    "$@" 9>&-
   fi
 }
 
@@ -336,6 +337,8 @@ pulsar_start() {
     --metadata-dir "$PULSAR_META" --bookkeeper-dir "$PULSAR_BK"
     --bookkeeper-port "$PULSAR_BOOKIE_PORT" --advertised-address 127.0.0.1
   )
+  PULSAR_LOG_OFF="$(file_size "$PULSAR_LOG")"
+  PULSAR_OUT_OFF="$(file_size "$PULSAR_OUT")"
   say "pulsar: starting Apache Pulsar $PULSAR_VERSION standalone (broker :$PULSAR_PORT, web :$PULSAR_WEB_PORT, bookie :$PULSAR_BOOKIE_PORT)"
   {
     printf '\n==== %s start: %s' "$(date -u +%FT%TZ)" "$JAVA"
@@ -347,6 +350,7 @@ pulsar_start() {
   # process-group leader (no job control here), so setsid execs java in place and $! is java's pid.
   (
     cd "$PULSAR_DIR"
+    exec 9>&- # the lock stays with this script
     exec setsid "$JAVA" "${jopts[@]}" -cp "$PULSAR_LIB/*" org.apache.pulsar.PulsarStandaloneStarter "${args[@]}" \
       </dev/null >>"$PULSAR_OUT" 2>&1
   ) &
@@ -355,11 +359,23 @@ pulsar_start() {
   pulsar_wait_ready "$pid"
 }
 
+# offsets of the log files at the last start: on failure show only what that start wrote
+PULSAR_LOG_OFF=0
+PULSAR_OUT_OFF=0
+file_size() { stat -c %s "$1" 2>/dev/null || echo 0; }
+
+tail_since() { # file offset lines
+  local off="$2"
+  [ -f "$1" ] || return 0
+  [ "$(file_size "$1")" -ge "$off" ] || off=0 # rolled over
+  tail -c +"$((off + 1))" "$1" | tail -n "$3" >&2
+}
+
 pulsar_fail_logs() {
-  say "---- last lines of $PULSAR_LOG ----"
-  tail -n 40 "$PULSAR_LOG" >&2 2>/dev/null || true
-  say "---- last lines of $PULSAR_OUT ----"
-  tail -n 15 "$PULSAR_OUT" >&2 2>/dev/null || true
+  say "---- $PULSAR_LOG (last lines) ----"
+  tail_since "$PULSAR_LOG" "$PULSAR_LOG_OFF" 40
+  say "---- $PULSAR_OUT (last lines) ----"
+  tail_since "$PULSAR_OUT" "$PULSAR_OUT_OFF" 15
 }
 
 pulsar_wait_ready() {
@@ -484,9 +500,19 @@ usage() {
   exit 2
 }
 
+# Serialise commands that start or stop something (parallel test runs may call `up` at once).
+take_lock() {
+  mkdir -p "$STATE_DIR" || die "cannot create $STATE_DIR"
+  exec 9>>"$STATE_DIR/.lock"
+  flock -w 900 9 || die "another services.sh holds $STATE_DIR/.lock"
+}
+
 main() {
   local cmd="${1:-}"
   [ $# -gt 0 ] && shift
+  case "$cmd" in
+    up | down | pg | postgres | pulsar) take_lock ;;
+  esac
   case "$cmd" in
     up) cmd_up "$@" ;;
     down) cmd_down ;;
