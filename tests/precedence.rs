@@ -8,6 +8,7 @@
 //! of random sizes. The rows must equal those of the in-order delivery, and nothing may be left parked or
 //! quarantined. Runs against the real Postgres (`DATABASE_URL`), through `apply`.
 
+mod common;
 mod support;
 
 use std::str::FromStr;
@@ -250,7 +251,7 @@ async fn snapshot(pool: &sqlx::PgPool, prefix: &str) -> (Vec<rows::Job>, Vec<row
 
 struct Env {
     rt: tokio::runtime::Runtime,
-    db: support::db::Db,
+    db: common::TestDb,
     store: Store,
     dir: tempfile::TempDir,
 }
@@ -260,7 +261,7 @@ fn env() -> &'static Env {
     ENV.get_or_init(|| {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let (db, store) = rt.block_on(async {
-            let db = support::db::migrated().await;
+            let db = common::TestDb::migrated().await;
             let opts = PgConnectOptions::from_str(&db.url).unwrap();
             let store = Store::connect(opts, Converter::default(), None, Duration::from_secs(1)).await.unwrap().with_max_attempts(3);
             (db, store)

@@ -1,6 +1,5 @@
 //! Shared helpers for the integration tests: event builders and row readers.
 #![allow(dead_code)]
 
-pub mod db;
 pub mod events;
 pub mod rows;
