@@ -18,5 +18,6 @@ pub mod message;
 pub mod metrics;
 pub mod migrate;
 pub mod proto;
+pub mod source;
 pub mod store;
 pub mod telemetry;

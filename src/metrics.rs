@@ -33,6 +33,9 @@ pub const CONSUMER_REBUILDS: &str = "lookout_ingester_consumer_rebuilds_total";
 pub const ACKS: &str = "lookout_ingester_acks_total";
 pub const ZOMBIE_JOBS: &str = "lookout_ingester_zombie_jobs";
 pub const COMMITTED_BATCHES: &str = "lookout_ingester_batches_committed_total";
+pub const CONSUMER_SUBSCRIBED: &str = "lookout_ingester_consumer_subscribed";
+pub const REDELIVERIES_DROPPED: &str = "lookout_ingester_redeliveries_dropped_total";
+pub const ABANDONED_BATCHES: &str = "lookout_ingester_batches_abandoned_total";
 
 pub const COMPAT_MESSAGES_PROCESSED: &str = "armada_lookout_ingester_v2_pulsar_messages_processed";
 pub const COMPAT_MESSAGE_ERRORS: &str = "armada_lookout_ingester_v2_pulsar_message_errors";
@@ -51,6 +54,19 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Full(BATCH_EVENTS.into()), &sizes)?
         .set_buckets_for_metric(Matcher::Full(BATCH_BYTES.into()), &bytes)?
         .install_recorder()?;
+    Ok(handle)
+}
+
+/// [`install`] once per process; later calls return the same handle (the recorder is global, and tests start the
+/// service more than once in one process).
+pub fn install_once() -> anyhow::Result<PrometheusHandle> {
+    static HANDLE: std::sync::Mutex<Option<PrometheusHandle>> = std::sync::Mutex::new(None);
+    let mut slot = HANDLE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(handle) = slot.as_ref() {
+        return Ok(handle.clone());
+    }
+    let handle = install()?;
+    *slot = Some(handle.clone());
     Ok(handle)
 }
 
@@ -136,4 +152,19 @@ pub fn parked_now(n: i64) {
 
 pub fn zombie_jobs(n: i64) {
     gauge!(ZOMBIE_JOBS).set(n as f64);
+}
+
+/// Whether the Pulsar consumer is subscribed (1) or being rebuilt (0).
+pub fn consumer_subscribed(subscribed: bool) {
+    gauge!(CONSUMER_SUBSCRIBED).set(if subscribed { 1.0 } else { 0.0 });
+}
+
+/// Messages the broker delivered again (after a consumer rebuild) that were already forwarded, so dropped.
+pub fn redeliveries_dropped(n: u64) {
+    counter!(REDELIVERIES_DROPPED).increment(n);
+}
+
+/// A batch given up at shutdown before it committed (not acknowledged; Pulsar delivers it again).
+pub fn batch_abandoned() {
+    counter!(ABANDONED_BATCHES).increment(1);
 }

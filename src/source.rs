@@ -1,0 +1,782 @@
+//! Source: the Pulsar stage. Owns the client and the consumer, turns messages into [`RawMessage`]s, and
+//! acknowledges what the writer has committed.
+//!
+//! * **Subscription.** Failover on `pulsar.jobset_events_topic` (a partitioned topic becomes one consumer per
+//!   partition; [`RawMessage::position`]`.source` is the full partition topic name), initial position from the
+//!   configuration, flow permits and client queue of `pulsar.receiver_queue_size` messages.
+//! * **Acknowledgements** ([`AckTracker`]). pulsar-rs has no batch-index acks: acking any message of a producer
+//!   batch acks the whole entry. So an entry is acknowledged only once it is *complete* — its last message
+//!   committed, or a later entry of the same partition committed — with a cumulative ack of the last complete
+//!   entry per partition. Acks are sent only for positions the writer reports as committed; nothing is ever
+//!   nacked (on Failover a nack rewinds the whole cursor).
+//! * **Redeliveries.** After a rebuild the broker redelivers from the last acknowledged entry. Messages at or before
+//!   the highest position already forwarded for their partition are dropped here: they are in flight or committed
+//!   (and the store would skip them anyway).
+//! * **Faults.** When the stream yields an error or ends (broker restart, unload, failed reconnect) the client and
+//!   consumer are rebuilt with jittered exponential backoff capped at `max_backoff`; acks are re-sent on the new
+//!   consumer. An optional idle watchdog (`pulsar.idle_rebuild_after`) rebuilds a consumer that has received
+//!   nothing for that long while the broker reports a backlog and nothing of ours is waiting to be committed.
+//! * **Shutdown.** On cancel it stops reading (dropping its output, so the batcher flushes), keeps acknowledging
+//!   what the writer still commits until the writer hangs up, then closes the consumer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures::StreamExt;
+use pulsar::consumer::InitialPosition as PulsarInitialPosition;
+use pulsar::message::proto::MessageIdData;
+use pulsar::message::proto::command_subscribe::SubType;
+use pulsar::{
+    Authentication, ConnectionRetryOptions, Consumer, ConsumerOptions, OperationRetryOptions, Pulsar, TokioExecutor,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, InitialPosition};
+use crate::message::{Position, RawMessage, Ts};
+use crate::metrics as m;
+
+/// `(ledger, entry)` of a Pulsar entry.
+pub type EntryId = (i64, i64);
+/// `(ledger, entry, batch index)` of a message.
+pub type Key = (i64, i64, i32);
+/// The highest committed position per partition topic, as the writer reports it after each commit.
+pub type Committed = HashMap<String, Key>;
+
+type PulsarConsumer = Consumer<Vec<u8>, TokioExecutor>;
+
+/// First delay before rebuilding a consumer; doubles up to `max_backoff`.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
+/// A consumer that stayed up this long resets the backoff.
+const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+/// Building a client and consumer takes at most this long before it counts as failed.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often pending acks are retried and the watchdog looks.
+const TICK: Duration = Duration::from_secs(1);
+/// The multi-topic consumer re-creates a partition consumer it lost after at most this long.
+const TOPIC_REFRESH: Duration = Duration::from_secs(10);
+
+/// Whether the consumer is currently subscribed (for `/readyz`). Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Status(Arc<AtomicBool>);
+
+impl Status {
+    pub fn is_subscribed(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set_subscribed(&self, subscribed: bool) {
+        self.0.store(subscribed, Ordering::Relaxed);
+        m::consumer_subscribed(subscribed);
+    }
+}
+
+/// Where the JWT comes from; a file is read again at every (re)connect, so a rotated token is picked up.
+#[derive(Clone, Debug)]
+enum Token {
+    File(PathBuf),
+    Value(String),
+}
+
+/// Everything the source needs from the configuration, checked once at start.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub url: String,
+    /// Full topic name (`persistent://tenant/namespace/topic`).
+    pub topic: String,
+    pub subscription: String,
+    pub consumer_name: String,
+    pub initial_position: InitialPosition,
+    pub receiver_queue_size: u32,
+    trust_certs: Option<PathBuf>,
+    allow_insecure: bool,
+    validate_hostname: bool,
+    token: Option<Token>,
+    pub max_backoff: Duration,
+    pub idle_rebuild_after: Duration,
+}
+
+impl Settings {
+    /// Reads the Pulsar part of the configuration. Fails (a configuration error) when a trust-certificate or token
+    /// file cannot be read.
+    pub fn from_config(config: &Config) -> anyhow::Result<Settings> {
+        let p = &config.pulsar;
+        let tls = p.url.starts_with("pulsar+ssl://");
+        if p.tls_enabled && !tls {
+            tracing::warn!(url = %p.url, "pulsar.tls_enabled is set but pulsar.url is not pulsar+ssl://; connecting without TLS");
+        }
+        if tls && (p.tls_allow_insecure_connection || !p.tls_validate_hostname) {
+            tracing::warn!(
+                "pulsar.tls_allow_insecure_connection / tls_validate_hostname=false are not honoured by this build's \
+                 TLS stack (rustls): the broker certificate and hostname are always verified; give the CA in \
+                 pulsar.tls_trust_certs_file_path"
+            );
+        }
+        let trust_certs = match &p.tls_trust_certs_file_path {
+            Some(path) if tls => {
+                std::fs::metadata(path).with_context(|| {
+                    format!("invalid configuration: cannot read pulsar.tls_trust_certs_file_path {}", path.display())
+                })?;
+                Some(path.clone())
+            }
+            _ => None,
+        };
+        let token = if p.authentication_enabled {
+            match (&p.jwt_token_path, &p.jwt_token) {
+                (Some(path), _) => {
+                    read_token(path).with_context(|| "invalid configuration: pulsar.jwt_token_path".to_string())?;
+                    Some(Token::File(path.clone()))
+                }
+                (None, Some(token)) if !token.trim().is_empty() => Some(Token::Value(token.trim().to_string())),
+                _ => anyhow::bail!("invalid configuration: pulsar authentication needs jwt_token_path or jwt_token"),
+            }
+        } else {
+            None
+        };
+        Ok(Settings {
+            url: p.url.clone(),
+            topic: full_topic_name(&p.jobset_events_topic),
+            subscription: config.subscription_name.clone(),
+            consumer_name: config.consumer_name(),
+            initial_position: config.initial_position,
+            receiver_queue_size: p.receiver_queue_size.max(1),
+            trust_certs,
+            allow_insecure: p.tls_allow_insecure_connection,
+            validate_hostname: p.tls_validate_hostname,
+            token,
+            max_backoff: Duration::from_secs(config.max_backoff.max(1)),
+            idle_rebuild_after: p.idle_rebuild_after,
+        })
+    }
+
+    fn token(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        match &self.token {
+            None => Ok(None),
+            Some(Token::Value(t)) => Ok(Some(t.clone().into_bytes())),
+            Some(Token::File(path)) => Ok(Some(read_token(path)?.into_bytes())),
+        }
+    }
+}
+
+fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        anyhow::bail!("{} is empty", path.display());
+    }
+    Ok(token.to_string())
+}
+
+/// `events` → `persistent://public/default/events`; `tenant/ns/t` → `persistent://tenant/ns/t`; full names stay.
+/// Positions are stored under the full partition name, so `events` and its full form share one committed position.
+pub fn full_topic_name(topic: &str) -> String {
+    let topic = topic.trim();
+    if topic.contains("://") {
+        return topic.to_string();
+    }
+    match topic.matches('/').count() {
+        0 => format!("persistent://public/default/{topic}"),
+        2 => format!("persistent://{topic}"),
+        _ => topic.to_string(),
+    }
+}
+
+/// Per-partition acknowledgement state.
+#[derive(Debug, Default)]
+struct PartitionAcks {
+    /// The highest position forwarded downstream; redeliveries at or before it are dropped.
+    highest_forwarded: Option<Key>,
+    /// Entries forwarded and not yet complete: entry → number of messages in it.
+    open: BTreeMap<EntryId, i32>,
+    /// The highest complete entry (every message of it, and of every entry before it, committed).
+    complete: Option<EntryId>,
+    /// The highest entry whose cumulative ack was handed to the client.
+    acked: Option<EntryId>,
+    /// Messages in entries completed since the last ack (for the processed-messages counter).
+    completed_messages: u64,
+}
+
+/// Which entries may be acknowledged: fed with what is forwarded and what is committed.
+#[derive(Debug, Default)]
+pub struct AckTracker {
+    partitions: HashMap<Arc<str>, PartitionAcks>,
+}
+
+impl AckTracker {
+    /// The shared name of a partition topic (one allocation per partition, not per message).
+    pub fn source(&mut self, topic: &str) -> Arc<str> {
+        if let Some((name, _)) = self.partitions.get_key_value(topic) {
+            return name.clone();
+        }
+        let name: Arc<str> = topic.into();
+        self.partitions.insert(name.clone(), PartitionAcks::default());
+        name
+    }
+
+    /// Records a message about to be forwarded. `false` means it is a redelivery of something already forwarded:
+    /// drop it.
+    pub fn admit(&mut self, position: &Position, entry_size: i32) -> bool {
+        let key = position.key();
+        let p = self.partitions.entry(position.source.clone()).or_default();
+        if p.highest_forwarded.is_some_and(|h| key <= h) {
+            return false;
+        }
+        p.highest_forwarded = Some(key);
+        let entry = (key.0, key.1);
+        let size = p.open.entry(entry).or_insert(entry_size);
+        *size = (*size).max(entry_size);
+        true
+    }
+
+    /// Records that everything up to `key` in `topic` is committed.
+    pub fn committed(&mut self, topic: &str, key: Key) {
+        let Some(p) = self.partitions.get_mut(topic) else { return };
+        let entry = (key.0, key.1);
+        let done = match p.open.get(&entry) {
+            Some(&size) if key.2 >= size - 1 => Some(entry),
+            _ => p.open.range(..entry).next_back().map(|(e, _)| *e),
+        };
+        let Some(done) = done else { return };
+        if p.complete.is_some_and(|c| c >= done) {
+            return;
+        }
+        let later = p.open.split_off(&(done.0, done.1.saturating_add(1)));
+        let finished = std::mem::replace(&mut p.open, later);
+        p.completed_messages += finished.values().map(|n| u64::try_from(*n).unwrap_or(0)).sum::<u64>();
+        p.complete = Some(done);
+    }
+
+    /// Cumulative acks to send: the last complete entry of each partition where it is beyond the last ack.
+    pub fn due(&self) -> Vec<(Arc<str>, EntryId)> {
+        let mut due: Vec<(Arc<str>, EntryId)> = self
+            .partitions
+            .iter()
+            .filter_map(|(topic, p)| match p.complete {
+                Some(c) if p.acked.is_none_or(|a| c > a) => Some((topic.clone(), c)),
+                _ => None,
+            })
+            .collect();
+        due.sort();
+        due
+    }
+
+    /// Records that the cumulative ack of `entry` was handed to the client; returns the messages it newly covers.
+    pub fn acked(&mut self, topic: &str, entry: EntryId) -> u64 {
+        let Some(p) = self.partitions.get_mut(topic) else { return 0 };
+        if p.acked.is_none_or(|a| entry > a) {
+            p.acked = Some(entry);
+        }
+        std::mem::take(&mut p.completed_messages)
+    }
+
+    /// After a rebuild: acks handed to the old consumer may never have reached the broker, so send them again.
+    pub fn reassert(&mut self) {
+        for p in self.partitions.values_mut() {
+            p.acked = None;
+        }
+    }
+
+    /// Nothing forwarded is waiting to be committed.
+    pub fn settled(&self) -> bool {
+        self.partitions.values().all(|p| p.open.is_empty())
+    }
+}
+
+/// Turns a Pulsar message into a [`RawMessage`]. Never fails: ids and sizes come from the broker, and odd values
+/// are clamped rather than trusted.
+fn to_raw(msg: pulsar::consumer::Message<Vec<u8>>, tracker: &mut AckTracker) -> (RawMessage, i32) {
+    let pulsar::consumer::Message { topic, payload, message_id, .. } = msg;
+    let id = &message_id.id;
+    // Ledger and entry ids are Java longs sent as uint64: reinterpreting keeps their order and round-trips.
+    let (ledger_id, entry_id) = (id.ledger_id as i64, id.entry_id as i64);
+    let (batch_index, entry_size) = match message_id.batch_size {
+        Some(size) => {
+            let index = id.batch_index.unwrap_or(0).max(0);
+            (index, size.max(index.saturating_add(1)).max(1))
+        }
+        None => (0, 1),
+    };
+    let publish_time: Ts =
+        i64::try_from(payload.metadata.publish_time).ok().and_then(|ms| ms.checked_mul(1000)).unwrap_or(0);
+    let position = Position { source: tracker.source(&topic), ledger_id, entry_id, batch_index };
+    let raw = RawMessage { position, entry_size, publish_time, payload: Bytes::from(payload.data) };
+    (raw, entry_size)
+}
+
+/// Jittered exponential backoff.
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(max: Duration) -> Self {
+        Backoff { next: INITIAL_BACKOFF, max: max.max(INITIAL_BACKOFF) }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.next.mul_f64(rand::random_range(0.5..=1.0));
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    fn reset(&mut self) {
+        self.next = INITIAL_BACKOFF;
+    }
+}
+
+/// Builds a client and a Failover consumer on the configured topic.
+async fn connect(settings: Arc<Settings>) -> anyhow::Result<PulsarConsumer> {
+    let mut builder = Pulsar::builder(settings.url.clone(), TokioExecutor)
+        .with_connection_retry_options(ConnectionRetryOptions {
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            max_retries: 5,
+            connection_timeout: Duration::from_secs(10),
+            ..Default::default()
+        })
+        .with_operation_retry_options(OperationRetryOptions {
+            operation_timeout: Duration::from_secs(30),
+            retry_delay: Duration::from_secs(2),
+            max_retries: Some(15),
+        });
+    if settings.url.starts_with("pulsar+ssl://") {
+        if let Some(path) = &settings.trust_certs {
+            builder =
+                builder.with_certificate_chain_file(path).with_context(|| format!("cannot read {}", path.display()))?;
+        }
+        builder = builder
+            .with_allow_insecure_connection(settings.allow_insecure)
+            .with_tls_hostname_verification_enabled(settings.validate_hostname);
+    }
+    if let Some(token) = settings.token()? {
+        builder = builder.with_auth(Authentication { name: "token".into(), data: token });
+    }
+    let client = builder.build().await.context("cannot connect to Pulsar")?;
+    let position = match settings.initial_position {
+        InitialPosition::Earliest => PulsarInitialPosition::Earliest,
+        InitialPosition::Latest => PulsarInitialPosition::Latest,
+    };
+    let consumer: PulsarConsumer = client
+        .consumer()
+        .with_topic(settings.topic.clone())
+        .with_subscription(settings.subscription.clone())
+        .with_subscription_type(SubType::Failover)
+        .with_consumer_name(settings.consumer_name.clone())
+        .with_batch_size(settings.receiver_queue_size)
+        .with_topic_refresh(TOPIC_REFRESH)
+        .with_options(
+            ConsumerOptions::default()
+                .with_initial_position(position)
+                .with_receiver_queue_size(settings.receiver_queue_size),
+        )
+        .build()
+        .await
+        .with_context(|| format!("cannot subscribe to {}", settings.topic))?;
+    Ok(consumer)
+}
+
+type Connecting = Pin<Box<dyn Future<Output = anyhow::Result<PulsarConsumer>> + Send>>;
+
+fn start_connect(settings: &Arc<Settings>) -> Connecting {
+    let settings = settings.clone();
+    Box::pin(async move {
+        match tokio::time::timeout(BUILD_TIMEOUT, connect(settings)).await {
+            Ok(result) => result,
+            Err(_) => Err(anyhow::anyhow!("subscribing took longer than {BUILD_TIMEOUT:?}")),
+        }
+    })
+}
+
+/// Awaits the future if there is one, else never completes (for optional `select!` branches).
+async fn maybe<F: Future + Unpin>(future: Option<&mut F>) -> F::Output {
+    match future {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_message(
+    consumer: Option<&mut PulsarConsumer>,
+) -> Option<Result<pulsar::consumer::Message<Vec<u8>>, pulsar::Error>> {
+    match consumer {
+        Some(c) => c.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn reserve(out: Option<&mpsc::Sender<RawMessage>>) -> Result<mpsc::Permit<'_, RawMessage>, ()> {
+    match out {
+        Some(tx) => tx.reserve().await.map_err(|_| ()),
+        None => std::future::pending().await,
+    }
+}
+
+/// The Pulsar stage.
+pub struct Source {
+    settings: Arc<Settings>,
+    status: Status,
+}
+
+/// The consumer and what goes with it while it is up.
+struct Live {
+    consumer: PulsarConsumer,
+    since: Instant,
+    last_message: Instant,
+    /// The ack last warned about per partition, so a failing ack is logged once, not every tick.
+    warned: HashMap<Arc<str>, EntryId>,
+}
+
+impl Source {
+    pub fn new(settings: Settings, status: Status) -> Self {
+        Source { settings: Arc::new(settings), status }
+    }
+
+    /// Runs until shutdown: forwards messages on `out` (bounded; the consumer is not read while it is full) and
+    /// acknowledges the positions received on `commits`. Returns when `cancel` has fired and the writer has hung
+    /// up `commits`, or with an error when a downstream stage is gone while still consuming.
+    pub async fn run(
+        self,
+        out: mpsc::Sender<RawMessage>,
+        mut commits: mpsc::Receiver<Committed>,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let settings = self.settings.clone();
+        tracing::info!(
+            topic = %settings.topic,
+            subscription = %settings.subscription,
+            consumer = %settings.consumer_name,
+            url = %settings.url,
+            "subscribing (Failover)"
+        );
+        let mut tracker = AckTracker::default();
+        let mut out = Some(out);
+        let mut live: Option<Live> = None;
+        let mut connecting: Option<Connecting> = Some(start_connect(&settings));
+        let mut retry: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        let mut pending: Option<RawMessage> = None;
+        let mut backoff = Backoff::new(settings.max_backoff);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut dropped_since_rebuild = 0u64;
+
+        loop {
+            let consuming = out.is_some();
+            let mut stopping = false;
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled(), if consuming => {
+                    tracing::info!("shutdown: stopped consuming; acknowledging what the writer still commits");
+                    stopping = true;
+                    pending = None;
+                    connecting = None;
+                    retry = None;
+                }
+                commit = commits.recv() => match commit {
+                    Some(committed) => {
+                        for (topic, key) in committed {
+                            tracker.committed(&topic, key);
+                        }
+                        if let Some(l) = live.as_mut() {
+                            flush_acks(l, &mut tracker).await;
+                        }
+                    }
+                    None => break,
+                },
+                built = maybe(connecting.as_mut()) => {
+                    connecting = None;
+                    match built {
+                        Ok(consumer) => {
+                            let topics = consumer.topics();
+                            tracing::info!(topic = %settings.topic, partitions = topics.len(), "subscribed");
+                            let now = Instant::now();
+                            live = Some(Live { consumer, since: now, last_message: now, warned: HashMap::new() });
+                            self.status.set_subscribed(true);
+                            dropped_since_rebuild = 0;
+                            tracker.reassert();
+                            if let Some(l) = live.as_mut() {
+                                flush_acks(l, &mut tracker).await;
+                            }
+                        }
+                        Err(e) => {
+                            let delay = backoff.next_delay();
+                            tracing::warn!(error = format!("{e:#}"), retry_in = ?delay, "cannot subscribe; will retry");
+                            retry = Some(Box::pin(tokio::time::sleep(delay)));
+                        }
+                    }
+                }
+                _ = maybe(retry.as_mut()) => {
+                    retry = None;
+                    connecting = Some(start_connect(&settings));
+                }
+                permit = reserve(out.as_ref()), if pending.is_some() => match permit {
+                    Ok(permit) => {
+                        if let Some(msg) = pending.take() {
+                            permit.send(msg);
+                        }
+                    }
+                    Err(()) => anyhow::bail!("source: the batch stage stopped while consuming"),
+                },
+                next = next_message(live.as_mut().map(|l| &mut l.consumer)), if consuming && pending.is_none() => {
+                    match next {
+                        Some(Ok(msg)) => {
+                            if let Some(l) = live.as_mut() {
+                                l.last_message = Instant::now();
+                            }
+                            let (raw, entry_size) = to_raw(msg, &mut tracker);
+                            if tracker.admit(&raw.position, entry_size) {
+                                pending = Some(raw);
+                            } else {
+                                dropped_since_rebuild += 1;
+                                m::redeliveries_dropped(1);
+                                if dropped_since_rebuild == 1 {
+                                    tracing::info!(position = %raw.position, "dropping redelivered messages already forwarded");
+                                }
+                            }
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "consumer stream failed; rebuilding the consumer");
+                            retry = Some(self.tear_down(&mut live, &mut backoff, "stream_error"));
+                        }
+                        None => {
+                            tracing::warn!("consumer stream ended; rebuilding the consumer");
+                            retry = Some(self.tear_down(&mut live, &mut backoff, "stream_ended"));
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    if let Some(l) = live.as_mut() {
+                        flush_acks(l, &mut tracker).await;
+                    }
+                    if consuming && pending.is_none() && self.idle_and_stuck(&mut live, &tracker).await {
+                        retry = Some(self.tear_down(&mut live, &mut backoff, "idle_watchdog"));
+                    }
+                }
+            }
+            if stopping {
+                // Dropping the sender ends the batcher's input: it flushes its open batch.
+                out = None;
+            }
+        }
+
+        if let Some(mut l) = live.take() {
+            flush_acks(&mut l, &mut tracker).await;
+            // `close` goes through the consumer engine after the acks queued above, so they are sent first.
+            match tokio::time::timeout(Duration::from_secs(5), l.consumer.close()).await {
+                Ok(Ok(())) => tracing::info!("consumer closed"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "closing the consumer failed"),
+                Err(_) => tracing::warn!("closing the consumer timed out"),
+            }
+        }
+        self.status.set_subscribed(false);
+        Ok(())
+    }
+
+    /// Drops the consumer and returns the delay before the next attempt.
+    fn tear_down(
+        &self,
+        live: &mut Option<Live>,
+        backoff: &mut Backoff,
+        reason: &'static str,
+    ) -> Pin<Box<tokio::time::Sleep>> {
+        if let Some(l) = live.take()
+            && l.since.elapsed() >= HEALTHY_AFTER
+        {
+            backoff.reset();
+        }
+        self.status.set_subscribed(false);
+        m::consumer_rebuilt(reason);
+        let delay = backoff.next_delay();
+        tracing::info!(reason, rebuild_in = ?delay, "consumer dropped");
+        Box::pin(tokio::time::sleep(delay))
+    }
+
+    /// The idle watchdog (pulsar-rs #189: a consumer can hang after broker restarts). True when nothing has
+    /// arrived for `idle_rebuild_after`, nothing forwarded awaits commit, and the broker reports a backlog (or does
+    /// not answer).
+    async fn idle_and_stuck(&self, live: &mut Option<Live>, tracker: &AckTracker) -> bool {
+        let idle = self.settings.idle_rebuild_after;
+        let Some(l) = live.as_mut() else { return false };
+        if idle.is_zero() || l.last_message.elapsed() < idle || !tracker.settled() {
+            return false;
+        }
+        l.last_message = Instant::now();
+        match tokio::time::timeout(Duration::from_secs(10), l.consumer.get_stats()).await {
+            Ok(Ok(stats)) => {
+                let backlog: u64 = stats.iter().map(|s| s.msg_backlog.unwrap_or(0)).sum();
+                if backlog > 0 {
+                    tracing::warn!(backlog, idle = ?idle, "no message received while the broker reports a backlog");
+                }
+                backlog > 0
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "consumer stats failed after an idle period");
+                true
+            }
+            Err(_) => {
+                tracing::warn!("consumer stats timed out after an idle period");
+                true
+            }
+        }
+    }
+}
+
+/// Hands the due cumulative acks to the client. Acks are fire-and-forget in pulsar-rs: `Ok` means queued. A
+/// failed one (e.g. a partition consumer being re-created) stays due and is retried at the next tick.
+async fn flush_acks(live: &mut Live, tracker: &mut AckTracker) {
+    for (topic, entry) in tracker.due() {
+        let id = MessageIdData { ledger_id: entry.0 as u64, entry_id: entry.1 as u64, ..Default::default() };
+        match live.consumer.cumulative_ack_with_id(&topic, id).await {
+            Ok(()) => {
+                let messages = tracker.acked(&topic, entry);
+                m::acked(messages);
+                live.warned.remove(&topic);
+                tracing::debug!(topic = %topic, ledger = entry.0, entry = entry.1, messages, "acknowledged (cumulative)");
+            }
+            Err(e) => {
+                if live.warned.get(&topic) != Some(&entry) {
+                    tracing::warn!(topic = %topic, ledger = entry.0, entry = entry.1, error = %e, "ack not sent; will retry");
+                    live.warned.insert(topic.clone(), entry);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(t: &mut AckTracker, topic: &str, l: i64, e: i64, b: i32) -> Position {
+        Position { source: t.source(topic), ledger_id: l, entry_id: e, batch_index: b }
+    }
+
+    /// Forwards every message of the given entries `(entry id, size)` on ledger 1.
+    fn forward(t: &mut AckTracker, topic: &str, entries: &[(i64, i32)]) {
+        for &(e, size) in entries {
+            for b in 0..size {
+                let p = pos(t, topic, 1, e, b);
+                assert!(t.admit(&p, size), "fresh message {p} refused");
+            }
+        }
+    }
+
+    #[test]
+    fn topic_names_are_made_full() {
+        assert_eq!(full_topic_name("events"), "persistent://public/default/events");
+        assert_eq!(full_topic_name("t/ns/events"), "persistent://t/ns/events");
+        assert_eq!(full_topic_name("persistent://t/ns/events"), "persistent://t/ns/events");
+        assert_eq!(full_topic_name("non-persistent://t/ns/x"), "non-persistent://t/ns/x");
+    }
+
+    #[test]
+    fn a_partly_committed_entry_is_not_acked() {
+        let mut t = AckTracker::default();
+        forward(&mut t, "p0", &[(10, 5)]);
+        t.committed("p0", (1, 10, 2));
+        assert!(t.due().is_empty());
+        t.committed("p0", (1, 10, 4));
+        assert_eq!(t.due(), vec![("p0".into(), (1, 10))]);
+        assert_eq!(t.acked("p0", (1, 10)), 5);
+        assert!(t.due().is_empty());
+        assert!(t.settled());
+    }
+
+    #[test]
+    fn a_later_entry_committed_completes_the_earlier_ones() {
+        let mut t = AckTracker::default();
+        forward(&mut t, "p0", &[(10, 3), (11, 1), (12, 4)]);
+        t.committed("p0", (1, 12, 1));
+        assert_eq!(t.due(), vec![("p0".into(), (1, 11))]);
+        assert_eq!(t.acked("p0", (1, 11)), 4);
+        assert!(!t.settled());
+        t.committed("p0", (1, 12, 3));
+        assert_eq!(t.due(), vec![("p0".into(), (1, 12))]);
+        assert_eq!(t.acked("p0", (1, 12)), 4);
+    }
+
+    #[test]
+    fn an_unbatched_message_is_a_whole_entry() {
+        let mut t = AckTracker::default();
+        forward(&mut t, "p0", &[(7, 1)]);
+        t.committed("p0", (1, 7, 0));
+        assert_eq!(t.due(), vec![("p0".into(), (1, 7))]);
+    }
+
+    #[test]
+    fn partitions_are_independent() {
+        let mut t = AckTracker::default();
+        forward(&mut t, "p0", &[(1, 2)]);
+        forward(&mut t, "p1", &[(1, 2)]);
+        t.committed("p0", (1, 1, 1));
+        t.committed("p1", (1, 1, 0));
+        assert_eq!(t.due(), vec![("p0".into(), (1, 1))]);
+    }
+
+    #[test]
+    fn redeliveries_at_or_before_the_highest_forwarded_are_dropped() {
+        let mut t = AckTracker::default();
+        forward(&mut t, "p0", &[(10, 5)]);
+        // The consumer is rebuilt mid-entry: the broker sends the whole entry again.
+        for b in 0..5 {
+            let p = pos(&mut t, "p0", 1, 10, b);
+            assert!(!t.admit(&p, 5));
+        }
+        let p = pos(&mut t, "p0", 1, 11, 0);
+        assert!(t.admit(&p, 1));
+        // Other partitions are not affected.
+        let p = pos(&mut t, "p1", 1, 10, 0);
+        assert!(t.admit(&p, 1));
+    }
+
+    #[test]
+    fn acks_are_sent_again_after_a_rebuild_without_counting_twice() {
+        let mut t = AckTracker::default();
+        forward(&mut t, "p0", &[(10, 2)]);
+        t.committed("p0", (1, 10, 1));
+        assert_eq!(t.acked("p0", (1, 10)), 2);
+        assert!(t.due().is_empty());
+        t.reassert();
+        assert_eq!(t.due(), vec![("p0".into(), (1, 10))]);
+        assert_eq!(t.acked("p0", (1, 10)), 0);
+    }
+
+    #[test]
+    fn commits_never_move_the_ack_back() {
+        let mut t = AckTracker::default();
+        forward(&mut t, "p0", &[(10, 1), (11, 1)]);
+        t.committed("p0", (1, 11, 0));
+        t.committed("p0", (1, 10, 0));
+        assert_eq!(t.due(), vec![("p0".into(), (1, 11))]);
+        // Unknown partitions and positions are ignored.
+        t.committed("nope", (1, 1, 0));
+        assert_eq!(t.due().len(), 1);
+    }
+
+    #[test]
+    fn the_first_partial_commit_acks_nothing() {
+        let mut t = AckTracker::default();
+        forward(&mut t, "p0", &[(10, 3)]);
+        t.committed("p0", (1, 10, 0));
+        assert!(t.due().is_empty());
+        assert!(!t.settled());
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        let mut b = Backoff::new(Duration::from_secs(2));
+        let d: Vec<Duration> = (0..6).map(|_| b.next_delay()).collect();
+        assert!(d[0] >= Duration::from_millis(250) && d[0] <= INITIAL_BACKOFF);
+        assert!(d.iter().all(|d| *d <= Duration::from_secs(2)));
+        assert!(d[5] >= Duration::from_secs(1));
+        b.reset();
+        assert!(b.next_delay() <= INITIAL_BACKOFF);
+    }
+}
