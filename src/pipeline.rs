@@ -1,0 +1,267 @@
+//! Pipeline: wires source → batch → writer, and the writer's commits back to the source for acknowledgement.
+//!
+//! ```text
+//!  source ──RawMessage (bounded)──▶ batch::run ──Batch (1 slot)──▶ writer (Store::write) ──┐
+//!    ▲                                                                                    │
+//!    └──────────────────────── committed positions (bounded) ─────────────────────────────┘
+//! ```
+//!
+//! Every channel is bounded, so memory stays bounded: at most one batch being converted, one waiting, one being
+//! stored. Decoding and converting batch N+1 overlaps storing batch N.
+//!
+//! Shutdown (the token fires): the source stops reading, the batcher sends its open batch and ends, the writer
+//! stores what it has been given and ends, the source acknowledges what committed and ends. A batch whose store is
+//! waiting to be retried when the token fires is abandoned (its transaction never committed; it is not
+//! acknowledged, so Pulsar delivers it again and the position table makes that idempotent). The caller bounds the
+//! whole drain with `shutdown_timeout`.
+//!
+//! Also here: the zombie gauge task (active jobs whose latest run finished long ago; and the parked-events gauge).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::{self, Limits};
+use crate::convert::Converter;
+use crate::message::{RawMessage, Ts};
+use crate::metrics as m;
+use crate::source::{Committed, Key, Source};
+use crate::store::{Batch, Store, StoreError};
+
+/// Messages buffered between the source and the batcher.
+pub const MESSAGE_CHANNEL: usize = 256;
+/// Converted batches waiting for the writer (one more is being built, one being stored).
+pub const BATCH_CHANNEL: usize = 1;
+/// Commit reports waiting for the source.
+pub const COMMIT_CHANNEL: usize = 16;
+
+/// Runs the three stages until they have all ended: after `cancel` fires (a clean drain), or when one fails (then
+/// the others are cancelled and the first error is returned).
+pub async fn run(
+    source: Source,
+    converter: Converter,
+    limits: Limits,
+    store: Arc<Store>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let (msg_tx, msg_rx) = mpsc::channel::<RawMessage>(MESSAGE_CHANNEL);
+    let (batch_tx, batch_rx) = mpsc::channel::<Batch>(BATCH_CHANNEL);
+    let (commit_tx, commit_rx) = mpsc::channel::<Committed>(COMMIT_CHANNEL);
+
+    let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
+    tasks.spawn({
+        let cancel = cancel.clone();
+        async move { ("source", source.run(msg_tx, commit_rx, cancel).await) }
+    });
+    tasks.spawn({
+        let cancel = cancel.clone();
+        async move {
+            batch::run(msg_rx, batch_tx, converter, limits, cancel).await;
+            ("batcher", Ok(()))
+        }
+    });
+    tasks.spawn({
+        let cancel = cancel.clone();
+        async move { ("writer", write_batches(store, batch_rx, commit_tx, cancel).await) }
+    });
+
+    let mut first_error: Option<anyhow::Error> = None;
+    while let Some(joined) = tasks.join_next().await {
+        let (stage, result) = match joined {
+            Ok(done) => done,
+            Err(e) => ("a stage", Err(anyhow::anyhow!("task failed: {e}"))),
+        };
+        match result {
+            Ok(()) if cancel.is_cancelled() => tracing::debug!(stage, "stage finished"),
+            Ok(()) => {
+                tracing::error!(stage, "stage ended unexpectedly; stopping");
+                first_error.get_or_insert_with(|| anyhow::anyhow!("{stage} ended unexpectedly"));
+                cancel.cancel();
+            }
+            Err(e) => {
+                tracing::error!(stage, error = format!("{e:#}"), "stage failed; stopping");
+                first_error.get_or_insert(e);
+                cancel.cancel();
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The writer: stores each batch in one transaction and reports the committed positions to the source.
+async fn write_batches(
+    store: Arc<Store>,
+    mut batches: mpsc::Receiver<Batch>,
+    commits: mpsc::Sender<Committed>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut progress = Progress::default();
+    while let Some(batch) = batches.recv().await {
+        if batch.messages.is_empty() {
+            continue;
+        }
+        match store.write(&batch, &cancel).await {
+            Ok(report) => {
+                progress.record(&batch, now_micros());
+                tracing::debug!(
+                    messages = batch.messages.len(),
+                    skipped = report.skipped_messages,
+                    attempts = report.attempts,
+                    "batch committed"
+                );
+                if commits.send(report.committed).await.is_err() {
+                    tracing::debug!("source gone; commit not acknowledged (it will be redelivered and skipped)");
+                }
+            }
+            Err(StoreError::Cancelled) => {
+                m::batch_abandoned();
+                tracing::warn!(
+                    messages = batch.messages.len(),
+                    "shutdown while the batch waited to be retried: abandoned uncommitted and unacknowledged \
+                     (Pulsar will deliver it again)"
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(anyhow::anyhow!("writer: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Per-partition progress of the writer, for the latency and lag metrics.
+#[derive(Default)]
+struct Progress {
+    /// The highest position recorded per partition (messages the store skipped as already committed are not
+    /// measured again).
+    last: HashMap<String, Key>,
+}
+
+impl Progress {
+    /// Records publish→commit latency for each newly committed message and, per partition, the lag at this commit
+    /// (commit time minus the publish time of its last message).
+    fn record(&mut self, batch: &Batch, now: Ts) {
+        let mut newest: HashMap<&str, Ts> = HashMap::new();
+        for msg in &batch.messages {
+            let p = &msg.raw.position;
+            if let Some(last) = self.last.get(p.source.as_ref())
+                && p.key() <= *last
+            {
+                continue;
+            }
+            let seconds = (now - msg.raw.publish_time) as f64 / 1e6;
+            m::committed_message(&p.source, seconds);
+            let entry = newest.entry(p.source.as_ref()).or_insert(msg.raw.publish_time);
+            *entry = (*entry).max(msg.raw.publish_time);
+        }
+        for msg in &batch.messages {
+            let p = &msg.raw.position;
+            let last = self.last.entry(p.source.to_string()).or_insert(p.key());
+            if p.key() > *last {
+                *last = p.key();
+            }
+        }
+        for (partition, published) in newest {
+            m::lag(partition, (now - published) as f64 / 1e6, published as f64 / 1e6);
+        }
+    }
+}
+
+fn now_micros() -> Ts {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// Jobs still active (pending, running, leased) whose latest run finished more than the threshold ago.
+const ZOMBIES: &str = "
+SELECT count(*)
+FROM job j
+JOIN job_run r ON r.run_id = j.latest_run_id
+WHERE j.state IN (2, 3, 8)
+  AND r.finished < (now() AT TIME ZONE 'utc') - make_interval(secs => $1)";
+
+/// Every `interval` (0 disables it) sets the zombie-jobs gauge and the parked-events gauge.
+pub async fn zombie_gauge(
+    pool: PgPool,
+    store: Arc<Store>,
+    interval: Duration,
+    threshold: Duration,
+    cancel: CancellationToken,
+) {
+    if interval.is_zero() {
+        return;
+    }
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let counted = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = sqlx::query_scalar::<_, i64>(ZOMBIES).bind(threshold.as_secs_f64()).fetch_one(&pool) => r,
+        };
+        match counted {
+            Ok(n) => {
+                m::zombie_jobs(n);
+                if n > 0 {
+                    tracing::debug!(zombies = n, "active jobs whose latest run finished long ago");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "zombie gauge query failed"),
+        }
+        let parked = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = store.parked_count() => r,
+        };
+        match parked {
+            Ok(n) => m::parked_now(n),
+            Err(e) => tracing::warn!(error = %e, "parked-events count failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::decode;
+    use crate::message::Position;
+
+    fn batch(msgs: &[(&str, i64, i32, Ts)]) -> Batch {
+        let messages = msgs
+            .iter()
+            .map(|(source, entry, index, published)| {
+                decode(RawMessage {
+                    position: Position {
+                        source: (*source).into(),
+                        ledger_id: 1,
+                        entry_id: *entry,
+                        batch_index: *index,
+                    },
+                    entry_size: 1,
+                    publish_time: *published,
+                    payload: bytes::Bytes::new(),
+                })
+            })
+            .collect();
+        Batch { messages, changes: Default::default() }
+    }
+
+    #[test]
+    fn progress_measures_each_message_once() {
+        let mut p = Progress::default();
+        p.record(&batch(&[("a", 1, 0, 10), ("a", 2, 0, 20), ("b", 1, 0, 5)]), 100);
+        assert_eq!(p.last.get("a"), Some(&(1, 2, 0)));
+        assert_eq!(p.last.get("b"), Some(&(1, 1, 0)));
+        // A redelivered message is not measured again, and the position never moves back.
+        p.record(&batch(&[("a", 2, 0, 20), ("a", 3, 0, 30)]), 200);
+        assert_eq!(p.last.get("a"), Some(&(1, 3, 0)));
+    }
+}
