@@ -131,8 +131,19 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
             }
         }
         Command::Apply { files } => {
-            let _ = files;
-            anyhow::bail!("apply: not built yet")
+            let pool = lookout_ingester::db::pool(&config.postgres).await?;
+            lookout_ingester::migrate::ensure_current(&pool).await?;
+            let store = lookout_ingester::store::Store::connect(
+                lookout_ingester::db::connect_options(&config.postgres)?,
+                lookout_ingester::convert::Converter::from_config(&config),
+                None,
+                std::time::Duration::from_secs(config.max_backoff),
+            )
+            .await?
+            .with_max_attempts(10);
+            let summary = lookout_ingester::apply::apply_files(&store, &files, config.batch_size).await?;
+            print!("{}", summary.render());
+            Ok(ExitCode::SUCCESS)
         }
         Command::Run { .. } => anyhow::bail!("run: not built yet"),
     }
