@@ -14,4 +14,4 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 echo "[test] cargo test against $DATABASE_URL and $PULSAR_URL" >&2
-cargo test --locked --all-targets "$@"
+cargo test --locked "$@"
