@@ -145,6 +145,10 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> 
             print!("{}", summary.render());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { .. } => anyhow::bail!("run: not built yet"),
+        Command::Run { .. } => {
+            let app = lookout_ingester::startup::App::build(config).await?;
+            app.run_until_signal().await?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
