@@ -465,7 +465,8 @@ impl Source {
         let mut backoff = Backoff::new(settings.max_backoff);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut dropped_since_rebuild = 0u64;
+        // Redelivered messages dropped since the last fresh one (for one log line per redelivery).
+        let mut redelivered = 0u64;
 
         loop {
             let consuming = out.is_some();
@@ -499,7 +500,6 @@ impl Source {
                             let now = Instant::now();
                             live = Some(Live { consumer, since: now, last_message: now, warned: HashMap::new() });
                             self.status.set_subscribed(true);
-                            dropped_since_rebuild = 0;
                             tracker.reassert();
                             if let Some(l) = live.as_mut() {
                                 flush_acks(l, &mut tracker).await;
@@ -532,13 +532,20 @@ impl Source {
                             }
                             let (raw, entry_size) = to_raw(msg, &mut tracker);
                             if tracker.admit(&raw.position, entry_size) {
+                                if redelivered > 0 {
+                                    tracing::info!(dropped = redelivered, resumed_at = %raw.position, "redelivery caught up");
+                                    redelivered = 0;
+                                }
                                 pending = Some(raw);
                             } else {
-                                dropped_since_rebuild += 1;
-                                m::redeliveries_dropped(1);
-                                if dropped_since_rebuild == 1 {
-                                    tracing::info!(position = %raw.position, "dropping redelivered messages already forwarded");
+                                if redelivered == 0 {
+                                    tracing::info!(
+                                        position = %raw.position,
+                                        "redelivery: dropping messages already forwarded (in flight or committed)"
+                                    );
                                 }
+                                redelivered += 1;
+                                m::redeliveries_dropped(1);
                             }
                         }
                         Some(Err(e)) => {
