@@ -119,6 +119,39 @@ async fn backlog(topic: &str, partition: u32, subscription: &str) -> u64 {
     stats["subscriptions"][subscription]["msgBacklog"].as_u64().unwrap_or(0)
 }
 
+/// A fresh non-partitioned topic; returns its full name.
+async fn create_topic(name: &str) -> String {
+    let url = format!("{}/admin/v2/persistent/public/default/{name}", admin_url());
+    let (status, body) = http("PUT", &url, None).await;
+    assert!(status == 204 || status == 200, "creating topic {name}: HTTP {status} {body}");
+    format!("persistent://public/default/{name}")
+}
+
+/// Unloads a topic: the broker closes its consumers, which reconnect and get everything unacknowledged again.
+async fn unload(topic: &str) {
+    let short = topic.trim_start_matches("persistent://");
+    let (status, body) = http("PUT", &format!("{}/admin/v2/persistent/{short}/unload", admin_url()), None).await;
+    assert!(status == 204 || status == 200, "unloading {short}: HTTP {status} {body}");
+}
+
+/// Consumers connected to a subscription of a non-partitioned topic.
+async fn topic_consumers(topic: &str, subscription: &str) -> usize {
+    let short = topic.trim_start_matches("persistent://");
+    let (status, body) = http("GET", &format!("{}/admin/v2/persistent/{short}/stats", admin_url()), None).await;
+    assert_eq!(status, 200, "stats of {short}: {body}");
+    let stats: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("stats JSON: {e}: {body}"));
+    stats["subscriptions"][subscription]["consumers"].as_array().map_or(0, Vec::len)
+}
+
+/// The subscription backlog of a non-partitioned topic.
+async fn topic_backlog(topic: &str, subscription: &str) -> u64 {
+    let short = topic.trim_start_matches("persistent://");
+    let (status, body) = http("GET", &format!("{}/admin/v2/persistent/{short}/stats", admin_url()), None).await;
+    assert_eq!(status, 200, "stats of {short}: {body}");
+    let stats: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("stats JSON: {e}: {body}"));
+    stats["subscriptions"][subscription]["msgBacklog"].as_u64().unwrap_or(0)
+}
+
 async fn client() -> Pulsar<TokioExecutor> {
     Pulsar::builder(pulsar_url(), TokioExecutor)
         .build()
@@ -149,6 +182,16 @@ async fn producer(
         .build()
         .await
         .expect("producer")
+}
+
+/// A batching zlib producer on a non-partitioned topic.
+async fn topic_producer(client: &Pulsar<TokioExecutor>, topic: &str) -> Producer<TokioExecutor> {
+    let options = ProducerOptions {
+        batch_size: Some(1000),
+        compression: Some(Compression::Zlib(CompressionZlib { level: flate2::Compression::fast() })),
+        ..Default::default()
+    };
+    client.producer().with_topic(topic).with_options(options).build().await.expect("producer")
 }
 
 /// Publishes the messages as one producer batch (one entry) and returns each message's `(ledger, entry, index)`.
@@ -524,6 +567,92 @@ async fn an_entry_split_across_batches_survives_a_stop_between_them() {
     let text = get(addr, "/metrics").await.1;
     let skipped = metric_sum(&text, "lookout_ingester_messages_skipped_total") - skipped0;
     assert!(skipped >= (mid + 1) as f64, "the committed part of the entry was skipped on redelivery ({skipped})");
+    assert_eq!(rows::count(&db.pool, "SELECT count(*) FROM lookout_ingester.quarantine").await, 0);
+    assert_eq!(rows::count(&db.pool, "SELECT count(*) FROM lookout_ingester.parked_event").await, 0);
+    stop(app).await;
+}
+
+/// A non-partitioned topic (a single consumer, named by its short name in the configuration) unloaded several
+/// times while entries are in flight. The writer is held (a lock on `job_run`) while the topic is unloaded, so the
+/// broker delivers again everything not yet acknowledged, including messages already forwarded: those must be
+/// dropped, and the service must still converge to exactly the reference rows, commit the last position and ack
+/// everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_unloads_lose_and_double_nothing() {
+    init_logs();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let (name, sub) = (format!("li-unload-{id}"), format!("li-unload-{id}"));
+    let topic = create_topic(&name).await;
+    let db = TestDb::migrated().await;
+    let mut cfg = config(&db, &name, &sub);
+    cfg.batch_size = 7;
+    cfg.batch_duration = Duration::from_millis(50);
+
+    let mut blocker = PgConnection::connect(&db.url).await.expect("connect");
+    blocker.execute("BEGIN").await.unwrap();
+    blocker.execute("LOCK TABLE job_run IN SHARE MODE").await.unwrap();
+    let dropped0 = metric_sum(
+        &lookout_ingester::metrics::install_once().unwrap().render(),
+        "lookout_ingester_redeliveries_dropped_total",
+    );
+    let app = start(cfg.clone()).await;
+
+    const JOBS: usize = 30;
+    let pulsar = client().await;
+    let mut p = topic_producer(&pulsar, &topic).await;
+    let per_job: Vec<Vec<Vec<u8>>> = (0..JOBS).map(job_messages).collect();
+    let mut all = Vec::new();
+    let mut last = None;
+    let steps = per_job.iter().map(Vec::len).max().unwrap_or(0);
+    for step in 0..steps {
+        // Each round in entries of up to 4 messages, with an unload after some rounds.
+        let round: Vec<Vec<u8>> = per_job.iter().filter_map(|m| m.get(step).cloned()).collect();
+        for chunk in round.chunks(4) {
+            last = publish_entry(&mut p, chunk).await.last().copied();
+        }
+        all.extend(round);
+        if step % 2 == 1 {
+            unload(&topic).await;
+        }
+    }
+    // Once the consumer is back and has everything (forwarded or waiting in the pipeline, the writer stuck on the
+    // lock), unload again: the broker redelivers every unacknowledged entry.
+    eventually("the consumer reconnected", || {
+        let (topic, sub) = (topic.clone(), sub.clone());
+        async move { (topic_consumers(&topic, &sub).await == 1).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    unload(&topic).await;
+    // Release the writer only once the consumer is back and the redelivery has arrived.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually("the consumer reconnected after the last unload", || {
+        let (topic, sub) = (topic.clone(), sub.clone());
+        async move { (topic_consumers(&topic, &sub).await == 1).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    blocker.execute("ROLLBACK").await.unwrap();
+    drop(blocker);
+
+    let want = reference(&all, &cfg).await;
+    assert_eq!((want.0.len(), want.1.len()), (JOBS, JOBS));
+    assert_rows_converge(&db.pool, &want).await;
+    let last = last.expect("published");
+    eventually("the last position committed", || {
+        let (pool, topic, sub) = (db.pool.clone(), topic.clone(), sub.clone());
+        async move { (committed_position(&pool, &sub, &topic).await == Some(last)).then_some(()) }
+    })
+    .await;
+    eventually("backlog 0", || {
+        let (topic, sub) = (topic.clone(), sub.clone());
+        async move { (topic_backlog(&topic, &sub).await == 0).then_some(()) }
+    })
+    .await;
+    let text = get(app.http_addr(), "/metrics").await.1;
+    let dropped = metric_sum(&text, "lookout_ingester_redeliveries_dropped_total") - dropped0;
+    assert!(dropped >= 1.0, "the unload while the writer was held must cause redeliveries that are dropped");
+    eprintln!("{} messages; {dropped} redelivered messages dropped", all.len());
     assert_eq!(rows::count(&db.pool, "SELECT count(*) FROM lookout_ingester.quarantine").await, 0);
     assert_eq!(rows::count(&db.pool, "SELECT count(*) FROM lookout_ingester.parked_event").await, 0);
     stop(app).await;
