@@ -289,6 +289,13 @@ pulsar_pid() { # pid if our standalone runs
   printf '%s\n' "$pid"
 }
 
+# The bookie keeps the address in its cookie from its first start on; report that port.
+pulsar_bookie_port() {
+  local p
+  p="$(sed -n 's/^bookieHost: ".*:\([0-9]*\)"$/\1/p' "$PULSAR_BK/current/VERSION" 2>/dev/null | head -n1)"
+  printf '%s\n' "${p:-$PULSAR_BOOKIE_PORT}"
+}
+
 pulsar_ready() {
   curl -sf -m 5 "$PULSAR_ADMIN_URL/admin/v2/namespaces/public" 2>/dev/null | grep -q '"public/default"'
 }
@@ -309,7 +316,12 @@ pulsar_start() {
     pulsar_wait_ready "$pid"
     return 0
   fi
-  for p in "$PULSAR_PORT" "$PULSAR_WEB_PORT" "$PULSAR_BOOKIE_PORT"; do
+  local bk
+  bk="$(pulsar_bookie_port)"
+  if [ "$bk" != "$PULSAR_BOOKIE_PORT" ]; then
+    say "pulsar: the existing bookie keeps port $bk from its cookie (LI_PULSAR_BOOKIE_PORT=$PULSAR_BOOKIE_PORT applies after up --fresh)"
+  fi
+  for p in "$PULSAR_PORT" "$PULSAR_WEB_PORT" "$bk"; do
     if port_open "$p"; then
       die "port $p is taken by another process (pid $(port_owner "$p")); see LI_PULSAR_*PORT"
     fi
@@ -339,7 +351,7 @@ pulsar_start() {
   )
   PULSAR_LOG_OFF="$(file_size "$PULSAR_LOG")"
   PULSAR_OUT_OFF="$(file_size "$PULSAR_OUT")"
-  say "pulsar: starting Apache Pulsar $PULSAR_VERSION standalone (broker :$PULSAR_PORT, web :$PULSAR_WEB_PORT, bookie :$PULSAR_BOOKIE_PORT)"
+  say "pulsar: starting Apache Pulsar $PULSAR_VERSION standalone (broker :$PULSAR_PORT, web :$PULSAR_WEB_PORT, bookie :$bk)"
   {
     printf '\n==== %s start: %s' "$(date -u +%FT%TZ)" "$JAVA"
     printf ' %q' "${jopts[@]}" -cp "$PULSAR_LIB/*" org.apache.pulsar.PulsarStandaloneStarter "${args[@]}"
@@ -436,16 +448,17 @@ pulsar_kill() {
 }
 
 pulsar_status() {
-  local pid rss
+  local pid rss bk
+  bk="$(pulsar_bookie_port)"
   if ! pid="$(pulsar_pid)"; then
     echo "pulsar:   stopped (data: $PULSAR_DIR/data)"
     return 1
   fi
   rss="$(awk '/^VmRSS/ {printf "%d MB", $2/1024}' "/proc/$pid/status" 2>/dev/null)"
   if pulsar_ready; then
-    echo "pulsar:   running  pid $pid  ports $PULSAR_PORT/$PULSAR_WEB_PORT/$PULSAR_BOOKIE_PORT  ready    $PULSAR_URL $PULSAR_ADMIN_URL  (Pulsar $PULSAR_VERSION, RSS $rss)"
+    echo "pulsar:   running  pid $pid  ports $PULSAR_PORT/$PULSAR_WEB_PORT/$bk  ready    $PULSAR_URL $PULSAR_ADMIN_URL  (Pulsar $PULSAR_VERSION, RSS $rss)"
   else
-    echo "pulsar:   running  pid $pid  ports $PULSAR_PORT/$PULSAR_WEB_PORT/$PULSAR_BOOKIE_PORT  NOT READY (log: $PULSAR_LOG)"
+    echo "pulsar:   running  pid $pid  ports $PULSAR_PORT/$PULSAR_WEB_PORT/$bk  NOT READY (log: $PULSAR_LOG)"
     return 1
   fi
 }
