@@ -118,7 +118,7 @@ pub struct RunRow {
     pub cluster: String,
     pub node: Option<String>,
     pub leased: Ts,
-    pub pool: String,
+    pub pool: Option<String>,
     pub source: EventId,
 }
 

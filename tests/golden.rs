@@ -4,28 +4,15 @@
 mod common;
 mod support;
 
-use std::str::FromStr;
-use std::time::Duration;
-
-use lookout_ingester::apply::{Summary, apply_files};
-use lookout_ingester::convert::Converter;
-use lookout_ingester::store::Store;
-use sqlx::postgres::PgConnectOptions;
+use lookout_ingester::apply::Summary;
 use support::events::*;
 use support::rows::{self, Run, ts};
 
 const T0: i64 = 1_700_000_000;
 
-/// Applies messages through a delimited file; `batch_events` bounds each batch.
+/// Applies messages like `apply` does; `batch_events` bounds each batch.
 async fn apply(db: &common::TestDb, messages: &[Vec<u8>], batch_events: usize) -> Summary {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.bin");
-    std::fs::write(&path, delimited(messages)).unwrap();
-    let store = Store::connect(PgConnectOptions::from_str(&db.url).unwrap(), Converter::default(), None, Duration::from_secs(1))
-        .await
-        .unwrap()
-        .with_max_attempts(3);
-    apply_files(&store, &[path], batch_events).await.expect("apply")
+    support::ingest::ingest(&db.url, messages, batch_events).await
 }
 
 fn happy_path(job: &str, run: &str) -> Vec<Seq> {

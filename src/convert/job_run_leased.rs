@@ -1,5 +1,6 @@
-//! `JobRunLeased` (10): creates the run (LEASED, on the executor `cluster`, maybe a node and pool) and moves the
-//! job to LEASED with this run as its latest — if the run is newer than the job's current one.
+//! `JobRunLeased` (10): creates the run (LEASED, on the executor `cluster`, maybe a node and pool — NULL, not '',
+//! when absent, spec §6 D14) and moves the job to LEASED with this run as its latest — if the run is newer than the
+//! job's current one.
 
 use crate::changes::{JobPhase, RowChanges, RunRow};
 use crate::proto::armadaevents::JobRunLeased;
@@ -15,7 +16,7 @@ pub fn apply(ctx: &mut Ctx<'_>, e: &JobRunLeased, out: &mut RowChanges) {
         cluster: ctx.fx.fit(&e.executor_id, Some(limits::CLUSTER), "job_run.cluster"),
         node: ctx.fx.fit_opt(&e.node_id, Some(limits::NODE), "job_run.node"),
         leased: ctx.ts,
-        pool: ctx.fx.fit(&e.pool, None, "job_run.pool"),
+        pool: ctx.fx.fit_opt(&e.pool, None, "job_run.pool"),
         source: ctx.id,
     };
     out.create_run(run);

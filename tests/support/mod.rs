@@ -2,4 +2,5 @@
 #![allow(dead_code)]
 
 pub mod events;
+pub mod ingest;
 pub mod rows;
