@@ -373,3 +373,23 @@ async fn annotation_blocklist_and_prefix_from_configuration() {
     ingest_with(&db.url, &msgs, 10, conv).await;
     assert_eq!(rows::job(&db.pool, "j").await.annotations, serde_json::json!({"team": "a", "armadaproject.io/x": "y"}));
 }
+
+#[tokio::test]
+async fn d06_a_lost_connection_is_retried_without_quarantining_anything() {
+    let db = common::TestDb::migrated().await;
+    // The first time a job is inserted, the writer's own backend is terminated (the connection drops mid-batch).
+    sqlx::raw_sql(
+        "CREATE SEQUENCE kill_once;
+         CREATE FUNCTION drop_connection_once() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF nextval('kill_once') = 1 THEN PERFORM pg_terminate_backend(pg_backend_pid()); END IF; RETURN NEW; END $$;
+         CREATE TRIGGER drop_connection BEFORE INSERT ON job FOR EACH ROW EXECUTE FUNCTION drop_connection_once();",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let s = ingest(&db.url, &run_to_running("j", "r"), 10_000).await;
+    assert_eq!((s.quarantined, s.batches), (0, 1));
+    assert_eq!(rows::count(&db.pool, "SELECT last_value FROM kill_once").await, 2, "the batch was tried twice");
+    assert_eq!(rows::job(&db.pool, "j").await.state, 3);
+    assert_eq!(rows::run(&db.pool, "r").await.state, 2);
+}
