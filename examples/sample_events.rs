@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --example sample_events -- --jobs 100 --file events.bin        # delimited records, for `apply`
 //! cargo run --example sample_events -- --jobs 100 --pulsar pulsar://127.0.0.1:6650 --topic events
+//! cargo run --example sample_events -- --jobs 100 --count                  # how many events that is
 //! ```
 //! Published messages are keyed by job set and compressed with zlib in producer batches, like Armada's producers.
 
@@ -20,10 +21,11 @@ struct Args {
     pulsar: Option<String>,
     topic: String,
     start: i64,
+    count: bool,
 }
 
 fn args() -> Result<Args, String> {
-    let mut a = Args { jobs: 50, file: None, pulsar: None, topic: "events".into(), start: 0 };
+    let mut a = Args { jobs: 50, file: None, pulsar: None, topic: "events".into(), start: 0, count: false };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -33,10 +35,11 @@ fn args() -> Result<Args, String> {
             "--pulsar" => a.pulsar = Some(value()?),
             "--topic" => a.topic = value()?,
             "--start" => a.start = value()?.parse().map_err(|e| format!("--start: {e}"))?,
+            "--count" => a.count = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    if a.file.is_none() == a.pulsar.is_none() {
+    if !a.count && a.file.is_none() == a.pulsar.is_none() {
         return Err("give exactly one of --file PATH or --pulsar URL".into());
     }
     Ok(a)
@@ -113,6 +116,11 @@ async fn main() {
     };
     let start = if a.start > 0 { a.start } else { chrono::Utc::now().timestamp() - 3600 };
     let messages = stream(a.jobs, start);
+    if a.count {
+        // Every message holds one event.
+        println!("{}", messages.len());
+        return;
+    }
     if let Some(path) = &a.file {
         let payloads: Vec<Vec<u8>> = messages.into_iter().map(|(_, m)| m).collect();
         std::fs::write(path, delimited(&payloads)).expect("write the file");

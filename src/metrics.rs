@@ -14,6 +14,8 @@ use crate::store::{ErrorClass, StoreReport, quarantine};
 
 pub const MESSAGES_CONSUMED: &str = "lookout_ingester_messages_consumed_total";
 pub const MESSAGES_SKIPPED: &str = "lookout_ingester_messages_skipped_total";
+pub const MESSAGES_COMMITTED: &str = "lookout_ingester_messages_committed_total";
+pub const EVENTS_COMMITTED: &str = "lookout_ingester_events_committed_total";
 pub const EVENTS_CONSUMED: &str = "lookout_ingester_events_consumed_total";
 pub const EVENTS_IGNORED: &str = "lookout_ingester_events_ignored_total";
 pub const ROWS_WRITTEN: &str = "lookout_ingester_rows_written_total";
@@ -76,6 +78,8 @@ pub fn record_store(report: &StoreReport, elapsed: Duration) {
     counter!(STORE_ATTEMPTS).increment(u64::from(report.attempts));
     counter!(COMMITTED_BATCHES).increment(1);
     counter!(MESSAGES_SKIPPED).increment(report.skipped_messages as u64);
+    counter!(MESSAGES_COMMITTED).increment(report.committed_messages as u64);
+    counter!(EVENTS_COMMITTED).increment(report.committed_events as u64);
     for (table, op, n) in &report.rows {
         counter!(ROWS_WRITTEN, "table" => *table, "operation" => *op).increment(*n);
         counter!(COMPAT_ROWS_CHANGED, "table" => *table, "operation" => *op).increment(*n);

@@ -53,6 +53,9 @@ pub struct StoreReport {
     pub committed: HashMap<String, (i64, i64, i32)>,
     /// Messages skipped because an earlier transaction had already committed them.
     pub skipped_messages: usize,
+    /// Messages and events this transaction committed (not counting skipped ones, nor re-applied parked events).
+    pub committed_messages: usize,
+    pub committed_events: usize,
     /// Rows affected per (table, operation).
     pub rows: Vec<(&'static str, &'static str, u64)>,
     pub parked: u64,
@@ -226,6 +229,8 @@ impl Store {
             })
             .collect();
         report.skipped_messages = batch.messages.len() - fresh.len();
+        report.committed_messages = fresh.len();
+        report.committed_events = fresh.iter().map(|m| m.event_count()).sum();
 
         // 2. parked events whose parent this batch creates.
         let parked_msgs = take_parked(&mut tx, &self.converter, &fresh).await?;
