@@ -41,7 +41,7 @@ fn job_events(i: usize, t0: i64) -> Vec<EventKind> {
         assigned(&job, &run),
         running(&job, &run, Some(&node)),
     ];
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         let e = error(true, pod_error("OOMKilled", &node, &[137], "debug text"), "oom", "container-limit");
         out.push(run_errors(&job, &run, vec![e.clone()]));
         out.push(job_errors(&job, vec![e]));

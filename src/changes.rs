@@ -294,10 +294,10 @@ impl RunDelta {
         if slot.is_none_or(|old| at > old) {
             *slot = Some(at);
         }
-        if let Some(n) = node {
-            if self.end.is_none() || self.running_node.is_none() {
-                self.running_node = Some(n);
-            }
+        if let Some(n) = node
+            && (self.end.is_none() || self.running_node.is_none())
+        {
+            self.running_node = Some(n);
         }
     }
 

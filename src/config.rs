@@ -181,7 +181,7 @@ pub struct PulsarConfig {
     pub max_connections_per_broker: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct AnnotationsConfig {
     /// Annotation keys (case-insensitive, before the prefix is stripped) that are never stored.
@@ -274,12 +274,6 @@ impl Default for PulsarConfig {
             backoff_time: None,
             max_connections_per_broker: None,
         }
-    }
-}
-
-impl Default for AnnotationsConfig {
-    fn default() -> Self {
-        AnnotationsConfig { blocklist_annotations: Vec::new(), user_annotation_prefix: None }
     }
 }
 

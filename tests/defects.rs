@@ -152,7 +152,7 @@ async fn d08_nul_is_removed_from_every_text_and_jsonb_value() {
     let msgs = vec![
         seq("q\0", "js").at(T0, sub).encode(),
         seq("q", "js").at(T0 + 1, leased("j", "r", "c\0", "n\0", "p\0")).encode(),
-        seq("q", "js").at(T0 + 2, run_errors("j", "r", vec![error(true, pod_error("m\0sg", "n\02", &[1], "d\0"), "c\0at", "s\0ub")])).encode(),
+        seq("q", "js").at(T0 + 2, run_errors("j", "r", vec![error(true, pod_error("m\0sg", "n\u{0}2", &[1], "d\0"), "c\0at", "s\0ub")])).encode(),
         seq("q", "js").at(T0 + 3, run_cancelled("j", "r", "why\0", "who\0")).encode(),
         seq("q", "js").at(T0 + 4, cancelled_job("j", "re\0ason", "us\0er")).encode(),
     ];

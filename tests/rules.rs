@@ -39,7 +39,8 @@ fn all_reasons() -> Vec<(&'static str, Reason)> {
 #[tokio::test]
 async fn job_run_errors_every_reason() {
     // (state, error text, exit code, node, debug) per spec §5.3.
-    let expected: Vec<(i16, &str, Option<i32>, &str, Option<&str>)> = vec![
+    type Row = (i16, &'static str, Option<i32>, &'static str, Option<&'static str>);
+    let expected: Vec<Row> = vec![
         (4, "pod failed", Some(3), "n2", Some("pod debug")),
         (8, "lease returned", None, "n1", Some("lease debug")),
         (9, "Lease expired", None, "n1", None),

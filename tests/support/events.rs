@@ -1,8 +1,6 @@
 //! Builders for Armada event sequences, as a producer would publish them (used by the golden, property and
 //! Pulsar tests). Times are given in whole seconds since the Unix epoch (`t`), plus an optional sub-second part.
 
-#![allow(dead_code)]
-
 use lookout_ingester::proto::Bytes;
 use lookout_ingester::proto::armadaevents::{self as ev, Event, EventKind, EventSequence, error::Reason};
 use lookout_ingester::proto::k8s::io::api::core::v1::{Container, PodSpec, QuantityMapEntry, ResourceRequirements};
