@@ -46,11 +46,12 @@ fn args() -> Result<Args, String> {
 }
 
 /// The messages of one job's life, as (job set, encoded EventSequence), in publish order.
-fn job_messages(i: usize, t0: i64) -> Vec<(String, Vec<u8>)> {
+fn job_messages(i: usize, t0: i64, stream_id: i64) -> Vec<(String, Vec<u8>)> {
     let queue = ["research", "batch", "gpu-train"][i % 3];
     let jobset = format!("{queue}-set-{}", i / 10);
-    let job = format!("01sample{i:0>20}");
-    let run = |n: usize| format!("00000000-0000-4000-8000-{:0>12}", i * 10 + n);
+    // Ids are unique per generated stream (its start time), so running the generator again adds new jobs.
+    let job = format!("01s{stream_id:08x}{i:0>16}");
+    let run = |n: usize| format!("{stream_id:08x}-0000-4000-8000-{:0>12}", i * 10 + n);
     let node = format!("node-{}", i % 7);
     let s = |t: i64, kind: EventKind| (jobset.clone(), seq(queue, &jobset).at(t, kind).encode());
     let pod_spec = pod(&[("cpu", ["500m", "2", "1.5"][i % 3]), ("memory", ["1Gi", "512Mi", "4Gi"][i % 3])], Some("armada-default"));
@@ -97,7 +98,7 @@ fn stream(jobs: usize, start: i64) -> Vec<(String, Vec<u8>)> {
     let mut timed: Vec<(i64, usize, (String, Vec<u8>))> = Vec::new();
     for i in 0..jobs {
         let t0 = start + (i as i64) * 2;
-        for (k, m) in job_messages(i, t0).into_iter().enumerate() {
+        for (k, m) in job_messages(i, t0, start).into_iter().enumerate() {
             timed.push((t0 + k as i64 * 3, i, m));
         }
     }
