@@ -57,7 +57,7 @@ kill -TERM "$INGESTER"
 wait "$INGESTER" && say "ingester exited 0"
 trap - EXIT
 
-say "rows in the Lookout tables (jobs published under topic $TOPIC)"
+say "rows in the Lookout tables (every job in the database)"
 psql "$DATABASE_URL" -P pager=off -c "
   SELECT j.queue, CASE j.state WHEN 1 THEN 'QUEUED' WHEN 2 THEN 'PENDING' WHEN 3 THEN 'RUNNING' WHEN 4 THEN 'SUCCEEDED'
          WHEN 5 THEN 'FAILED' WHEN 6 THEN 'CANCELLED' WHEN 7 THEN 'PREEMPTED' WHEN 8 THEN 'LEASED' WHEN 9 THEN 'REJECTED'
