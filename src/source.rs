@@ -62,6 +62,8 @@ const BUILD_TIMEOUT: Duration = Duration::from_secs(120);
 const TICK: Duration = Duration::from_secs(1);
 /// The multi-topic consumer re-creates a partition consumer it lost after at most this long.
 const TOPIC_REFRESH: Duration = Duration::from_secs(10);
+/// While no message arrives, whether the consumer engines still answer is checked this often (for `/readyz`).
+const CONNECTION_CHECK: Duration = Duration::from_secs(5);
 
 /// Whether the consumer is currently subscribed (for `/readyz`). Cheap to clone.
 #[derive(Clone, Debug, Default)]
@@ -283,9 +285,9 @@ impl AckTracker {
         }
     }
 
-    /// Nothing forwarded is waiting to be committed.
-    pub fn settled(&self) -> bool {
-        self.partitions.values().all(|p| p.open.is_empty())
+    /// Nothing forwarded from `topic` is waiting to be committed.
+    pub fn settled(&self, topic: &str) -> bool {
+        self.partitions.get(topic).is_none_or(|p| p.open.is_empty())
     }
 }
 
@@ -430,6 +432,13 @@ struct Live {
     consumer: PulsarConsumer,
     since: Instant,
     last_message: Instant,
+    last_check: Instant,
+    /// When each partition last delivered a message (fresh or redelivered), for the idle watchdog.
+    delivered: HashMap<Arc<str>, Instant>,
+    /// When the idle watchdog last looked.
+    last_watch: Instant,
+    /// Partition consumers at subscription (the multi-topic consumer drops one that fails, and re-creates it later).
+    partitions: usize,
     /// The ack last warned about per partition, so a failing ack is logged once, not every tick.
     warned: HashMap<Arc<str>, EntryId>,
 }
@@ -498,7 +507,16 @@ impl Source {
                             let topics = consumer.topics();
                             tracing::info!(topic = %settings.topic, partitions = topics.len(), "subscribed");
                             let now = Instant::now();
-                            live = Some(Live { consumer, since: now, last_message: now, warned: HashMap::new() });
+                            live = Some(Live {
+                                consumer,
+                                since: now,
+                                last_message: now,
+                                last_check: now,
+                                delivered: HashMap::new(),
+                                last_watch: now,
+                                partitions: topics.len(),
+                                warned: HashMap::new(),
+                            });
                             self.status.set_subscribed(true);
                             tracker.reassert();
                             if let Some(l) = live.as_mut() {
@@ -530,7 +548,14 @@ impl Source {
                             if let Some(l) = live.as_mut() {
                                 l.last_message = Instant::now();
                             }
+                            if !self.status.is_subscribed() {
+                                tracing::info!("consumer delivering again");
+                                self.status.set_subscribed(true);
+                            }
                             let (raw, entry_size) = to_raw(msg, &mut tracker);
+                            if let Some(l) = live.as_mut() {
+                                l.delivered.insert(raw.position.source.clone(), Instant::now());
+                            }
                             if tracker.admit(&raw.position, entry_size) {
                                 if redelivered > 0 {
                                     tracing::info!(dropped = redelivered, resumed_at = %raw.position, "redelivery caught up");
@@ -561,6 +586,9 @@ impl Source {
                 _ = tick.tick() => {
                     if let Some(l) = live.as_mut() {
                         flush_acks(l, &mut tracker).await;
+                    }
+                    if consuming && pending.is_none() {
+                        self.check_connection(&mut live).await;
                     }
                     if consuming && pending.is_none() && self.idle_and_stuck(&mut live, &tracker).await {
                         retry = Some(self.tear_down(&mut live, &mut backoff, "idle_watchdog"));
@@ -605,33 +633,70 @@ impl Source {
         Box::pin(tokio::time::sleep(delay))
     }
 
-    /// The idle watchdog (pulsar-rs #189: a consumer can hang after broker restarts). True when nothing has
-    /// arrived for `idle_rebuild_after`, nothing forwarded awaits commit, and the broker reports a backlog (or does
-    /// not answer).
+    /// While idle (and not held back by a full pipeline, so the engines are not blocked handing us messages), asks
+    /// every consumer engine for its connection. An engine busy reconnecting does not answer, and a partition
+    /// consumer the multi-topic consumer dropped is missing: the consumer then counts as not subscribed for
+    /// `/readyz` until all answer or it delivers again. Never rebuilds by itself.
+    async fn check_connection(&self, live: &mut Option<Live>) {
+        let Some(l) = live.as_mut() else { return };
+        if l.last_message.elapsed() < CONNECTION_CHECK || l.last_check.elapsed() < CONNECTION_CHECK {
+            return;
+        }
+        l.last_check = Instant::now();
+        let answered = tokio::time::timeout(Duration::from_secs(3), l.consumer.connections()).await;
+        let connected =
+            matches!(answered, Ok(Ok(urls)) if !urls.is_empty()) && l.consumer.topics().len() >= l.partitions;
+        if connected != self.status.is_subscribed() {
+            if connected {
+                tracing::info!("consumer connected again");
+            } else {
+                tracing::warn!("consumer not connected (reconnecting to the broker)");
+            }
+            self.status.set_subscribed(connected);
+        }
+    }
+
+    /// The idle watchdog (pulsar-rs #189 and relatives: a consumer, or one partition of it, can stop delivering
+    /// after broker restarts). At most once per `idle_rebuild_after`, it looks at the partitions that delivered
+    /// nothing for that long and have nothing of ours awaiting commit; if the broker reports a backlog on one of
+    /// them (or does not answer), the consumer is rebuilt. With Failover and several replicas, a partition another
+    /// replica owns also delivers nothing here: keep `idle_rebuild_after` well above the normal lag.
     async fn idle_and_stuck(&self, live: &mut Option<Live>, tracker: &AckTracker) -> bool {
         let idle = self.settings.idle_rebuild_after;
         let Some(l) = live.as_mut() else { return false };
-        if idle.is_zero() || l.last_message.elapsed() < idle || !tracker.settled() {
+        if idle.is_zero() || l.last_watch.elapsed() < idle || l.since.elapsed() < idle {
             return false;
         }
-        l.last_message = Instant::now();
-        match tokio::time::timeout(Duration::from_secs(10), l.consumer.get_stats()).await {
-            Ok(Ok(stats)) => {
-                let backlog: u64 = stats.iter().map(|s| s.msg_backlog.unwrap_or(0)).sum();
-                if backlog > 0 {
-                    tracing::warn!(backlog, idle = ?idle, "no message received while the broker reports a backlog");
-                }
-                backlog > 0
-            }
+        l.last_watch = Instant::now();
+        // The multi-topic consumer answers in the order of its partitions' names.
+        let mut topics = l.consumer.topics();
+        topics.sort();
+        let quiet = |topic: &str| l.delivered.get(topic).is_none_or(|t| t.elapsed() >= idle) && tracker.settled(topic);
+        if !topics.iter().any(|t| quiet(t)) {
+            return false;
+        }
+        let stats = match tokio::time::timeout(Duration::from_secs(10), l.consumer.get_stats()).await {
+            Ok(Ok(stats)) => stats,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "consumer stats failed after an idle period");
-                true
+                return true;
             }
             Err(_) => {
                 tracing::warn!("consumer stats timed out after an idle period");
-                true
+                return true;
+            }
+        };
+        if stats.len() != topics.len() {
+            return false;
+        }
+        for (topic, stat) in topics.iter().zip(&stats) {
+            let backlog = stat.msg_backlog.unwrap_or(0);
+            if backlog > 0 && quiet(topic) {
+                tracing::warn!(topic = %topic, backlog, idle = ?idle, "partition delivers nothing while the broker reports a backlog");
+                return true;
             }
         }
+        false
     }
 }
 
@@ -693,7 +758,7 @@ mod tests {
         assert_eq!(t.due(), vec![("p0".into(), (1, 10))]);
         assert_eq!(t.acked("p0", (1, 10)), 5);
         assert!(t.due().is_empty());
-        assert!(t.settled());
+        assert!(t.settled("p0"));
     }
 
     #[test]
@@ -703,7 +768,7 @@ mod tests {
         t.committed("p0", (1, 12, 1));
         assert_eq!(t.due(), vec![("p0".into(), (1, 11))]);
         assert_eq!(t.acked("p0", (1, 11)), 4);
-        assert!(!t.settled());
+        assert!(!t.settled("p0"));
         t.committed("p0", (1, 12, 3));
         assert_eq!(t.due(), vec![("p0".into(), (1, 12))]);
         assert_eq!(t.acked("p0", (1, 12)), 4);
@@ -773,7 +838,7 @@ mod tests {
         forward(&mut t, "p0", &[(10, 3)]);
         t.committed("p0", (1, 10, 0));
         assert!(t.due().is_empty());
-        assert!(!t.settled());
+        assert!(!t.settled("p0"));
     }
 
     #[test]
