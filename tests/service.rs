@@ -29,12 +29,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const T0: i64 = 1_700_000_000;
 const WAIT: Duration = Duration::from_secs(90);
 
-fn pulsar_url() -> String {
-    std::env::var("PULSAR_URL").unwrap_or_else(|_| "pulsar://127.0.0.1:6650".into())
+/// A Pulsar broker: its service URL and admin URL.
+#[derive(Clone, Debug)]
+struct Broker {
+    url: String,
+    admin: String,
 }
 
-fn admin_url() -> String {
-    std::env::var("PULSAR_ADMIN_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into())
+/// The shared broker of the test environment.
+fn broker() -> Broker {
+    Broker {
+        url: std::env::var("PULSAR_URL").unwrap_or_else(|_| "pulsar://127.0.0.1:6650".into()),
+        admin: std::env::var("PULSAR_ADMIN_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into()),
+    }
 }
 
 fn init_logs() {
@@ -102,17 +109,17 @@ async fn get(app_addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 // ------------------------------------------------------------------------------------------------ Pulsar
 
 /// A fresh partitioned topic; returns its full name.
-async fn create_partitioned_topic(name: &str, partitions: u32) -> String {
-    let url = format!("{}/admin/v2/persistent/public/default/{name}/partitions", admin_url());
+async fn create_partitioned_topic(b: &Broker, name: &str, partitions: u32) -> String {
+    let url = format!("{}/admin/v2/persistent/public/default/{name}/partitions", b.admin);
     let (status, body) = http("PUT", &url, Some(&partitions.to_string())).await;
     assert!(status == 204 || status == 200, "creating topic {name}: HTTP {status} {body}");
     format!("persistent://public/default/{name}")
 }
 
 /// The subscription backlog of one partition (0 when the subscription does not exist yet).
-async fn backlog(topic: &str, partition: u32, subscription: &str) -> u64 {
+async fn backlog(b: &Broker, topic: &str, partition: u32, subscription: &str) -> u64 {
     let short = topic.trim_start_matches("persistent://");
-    let url = format!("{}/admin/v2/persistent/{short}-partition-{partition}/stats", admin_url());
+    let url = format!("{}/admin/v2/persistent/{short}-partition-{partition}/stats", b.admin);
     let (status, body) = http("GET", &url, None).await;
     assert_eq!(status, 200, "stats of {short}-partition-{partition}: {body}");
     let stats: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("stats JSON: {e}: {body}"));
@@ -120,43 +127,43 @@ async fn backlog(topic: &str, partition: u32, subscription: &str) -> u64 {
 }
 
 /// A fresh non-partitioned topic; returns its full name.
-async fn create_topic(name: &str) -> String {
-    let url = format!("{}/admin/v2/persistent/public/default/{name}", admin_url());
+async fn create_topic(b: &Broker, name: &str) -> String {
+    let url = format!("{}/admin/v2/persistent/public/default/{name}", b.admin);
     let (status, body) = http("PUT", &url, None).await;
     assert!(status == 204 || status == 200, "creating topic {name}: HTTP {status} {body}");
     format!("persistent://public/default/{name}")
 }
 
 /// Unloads a topic: the broker closes its consumers, which reconnect and get everything unacknowledged again.
-async fn unload(topic: &str) {
+async fn unload(b: &Broker, topic: &str) {
     let short = topic.trim_start_matches("persistent://");
-    let (status, body) = http("PUT", &format!("{}/admin/v2/persistent/{short}/unload", admin_url()), None).await;
+    let (status, body) = http("PUT", &format!("{}/admin/v2/persistent/{short}/unload", b.admin), None).await;
     assert!(status == 204 || status == 200, "unloading {short}: HTTP {status} {body}");
 }
 
 /// Consumers connected to a subscription of a non-partitioned topic.
-async fn topic_consumers(topic: &str, subscription: &str) -> usize {
+async fn topic_consumers(b: &Broker, topic: &str, subscription: &str) -> usize {
     let short = topic.trim_start_matches("persistent://");
-    let (status, body) = http("GET", &format!("{}/admin/v2/persistent/{short}/stats", admin_url()), None).await;
+    let (status, body) = http("GET", &format!("{}/admin/v2/persistent/{short}/stats", b.admin), None).await;
     assert_eq!(status, 200, "stats of {short}: {body}");
     let stats: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("stats JSON: {e}: {body}"));
     stats["subscriptions"][subscription]["consumers"].as_array().map_or(0, Vec::len)
 }
 
 /// The subscription backlog of a non-partitioned topic.
-async fn topic_backlog(topic: &str, subscription: &str) -> u64 {
+async fn topic_backlog(b: &Broker, topic: &str, subscription: &str) -> u64 {
     let short = topic.trim_start_matches("persistent://");
-    let (status, body) = http("GET", &format!("{}/admin/v2/persistent/{short}/stats", admin_url()), None).await;
+    let (status, body) = http("GET", &format!("{}/admin/v2/persistent/{short}/stats", b.admin), None).await;
     assert_eq!(status, 200, "stats of {short}: {body}");
     let stats: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("stats JSON: {e}: {body}"));
     stats["subscriptions"][subscription]["msgBacklog"].as_u64().unwrap_or(0)
 }
 
-async fn client() -> Pulsar<TokioExecutor> {
-    Pulsar::builder(pulsar_url(), TokioExecutor)
+async fn client(b: &Broker) -> Pulsar<TokioExecutor> {
+    Pulsar::builder(b.url.clone(), TokioExecutor)
         .build()
         .await
-        .unwrap_or_else(|e| panic!("Pulsar at {} is not reachable ({e}); run scripts/services.sh up", pulsar_url()))
+        .unwrap_or_else(|e| panic!("Pulsar at {} is not reachable ({e}); run scripts/services.sh up", b.url))
 }
 
 /// A producer on one partition: batching and zlib like Armada's producers, or plain.
@@ -192,6 +199,24 @@ async fn topic_producer(client: &Pulsar<TokioExecutor>, topic: &str) -> Producer
         ..Default::default()
     };
     client.producer().with_topic(topic).with_options(options).build().await.expect("producer")
+}
+
+/// A producer on a topic (batching and zlib, or plain), or the broker's error.
+async fn producer_on(
+    client: Pulsar<TokioExecutor>,
+    topic: String,
+    batched: bool,
+) -> Result<Producer<TokioExecutor>, String> {
+    let options = if batched {
+        ProducerOptions {
+            batch_size: Some(1000),
+            compression: Some(Compression::Zlib(CompressionZlib { level: flate2::Compression::fast() })),
+            ..Default::default()
+        }
+    } else {
+        ProducerOptions::default()
+    };
+    client.producer().with_topic(topic).with_options(options).build().await.map_err(|e| e.to_string())
 }
 
 /// Publishes the messages as one producer batch (one entry) and returns each message's `(ledger, entry, index)`.
@@ -280,10 +305,10 @@ async fn committed_position(pool: &PgPool, subscription: &str, topic: &str) -> O
 
 // ------------------------------------------------------------------------------------------------ the app
 
-fn config(db: &TestDb, topic: &str, subscription: &str) -> Config {
+fn config(db: &TestDb, b: &Broker, topic: &str, subscription: &str) -> Config {
     let mut c = Config::default();
     c.postgres.url = Some(db.url.clone());
-    c.pulsar.url = pulsar_url();
+    c.pulsar.url = b.url.clone();
     c.pulsar.jobset_events_topic = topic.to_string();
     c.pulsar.consumer_name = Some(format!("test-{subscription}"));
     c.subscription_name = subscription.to_string();
@@ -368,18 +393,19 @@ fn partition_of(i: usize) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumes_a_partitioned_topic_end_to_end() {
     init_logs();
+    let b = broker();
     let id = uuid::Uuid::new_v4().simple().to_string();
     let (name, sub) = (format!("li-e2e-{id}"), format!("li-e2e-{id}"));
-    let topic = create_partitioned_topic(&name, 2).await;
+    let topic = create_partitioned_topic(&b, &name, 2).await;
     let db = TestDb::migrated().await;
-    let cfg = config(&db, &name, &sub);
+    let cfg = config(&db, &b, &name, &sub);
     let app = start(cfg.clone()).await;
     let addr = app.http_addr();
     eventually("/readyz 200", || async { (get(addr, "/readyz").await.0 == 200).then_some(()) }).await;
     assert_eq!(get(addr, "/healthz").await.0, 200);
 
     const JOBS: usize = 24;
-    let pulsar = client().await;
+    let pulsar = client(&b).await;
     let mut p0 = producer(&pulsar, &topic, 0, true).await;
     let mut p1 = producer(&pulsar, &topic, 1, false).await;
     let per_job: Vec<Vec<Vec<u8>>> = (0..JOBS).map(job_messages).collect();
@@ -425,8 +451,8 @@ async fn consumes_a_partitioned_topic_end_to_end() {
     }
     // Every entry acknowledged.
     eventually("backlog 0 on both partitions", || {
-        let (topic, sub) = (topic.clone(), sub.clone());
-        async move { (backlog(&topic, 0, &sub).await == 0 && backlog(&topic, 1, &sub).await == 0).then_some(()) }
+        let (b, topic, sub) = (b.clone(), topic.clone(), sub.clone());
+        async move { (backlog(&b, &topic, 0, &sub).await == 0 && backlog(&b, &topic, 1, &sub).await == 0).then_some(()) }
     })
     .await;
     assert_eq!(rows::count(&db.pool, "SELECT count(*) FROM lookout_ingester.quarantine").await, 0);
@@ -457,9 +483,10 @@ async fn consumes_a_partitioned_topic_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entry_split_across_batches_survives_a_stop_between_them() {
     init_logs();
+    let b = broker();
     let id = uuid::Uuid::new_v4().simple().to_string();
     let (name, sub) = (format!("li-split-{id}"), format!("li-split-{id}"));
-    let topic = create_partitioned_topic(&name, 2).await;
+    let topic = create_partitioned_topic(&b, &name, 2).await;
     let db = TestDb::migrated().await;
 
     let js = |j: &str| seq("queue-b", j);
@@ -492,13 +519,13 @@ async fn an_entry_split_across_batches_survives_a_stop_between_them() {
     blocker.execute("BEGIN").await.unwrap();
     blocker.execute("LOCK TABLE job_run IN SHARE MODE").await.unwrap();
 
-    let mut first = config(&db, &name, &sub);
+    let mut first = config(&db, &b, &name, &sub);
     first.batch_size = 2;
     first.batch_duration = Duration::from_secs(30);
     first.shutdown_timeout = Duration::from_secs(2);
     let app = start(first).await;
 
-    let pulsar = client().await;
+    let pulsar = client(&b).await;
     let mut p0 = producer(&pulsar, &topic, 0, true).await;
     let mut p1 = producer(&pulsar, &topic, 1, false).await;
     let ids = publish_entry(&mut p0, &entry).await;
@@ -535,7 +562,7 @@ async fn an_entry_split_across_batches_survives_a_stop_between_them() {
     drop(blocker);
 
     // The entry was not acknowledged: its messages are still in the backlog.
-    assert!(backlog(&topic, 0, &sub).await > 0, "a partly committed entry must not be acknowledged");
+    assert!(backlog(&b, &topic, 0, &sub).await > 0, "a partly committed entry must not be acknowledged");
     assert_eq!(committed_position(&db.pool, &sub, &p0_topic).await, Some((ledger, entry_id, mid)));
 
     // More traffic on partition 1 while the service is down, then restart with ordinary settings.
@@ -545,13 +572,13 @@ async fn an_entry_split_across_batches_survives_a_stop_between_them() {
         &lookout_ingester::metrics::install_once().unwrap().render(),
         "lookout_ingester_messages_skipped_total",
     );
-    let app = start(config(&db, &name, &sub)).await;
+    let app = start(config(&db, &b, &name, &sub)).await;
     let addr = app.http_addr();
 
     let mut all = entry.clone();
     all.extend(before.iter().cloned());
     all.extend(after.iter().cloned());
-    let want = reference(&all, &config(&db, &name, &sub)).await;
+    let want = reference(&all, &config(&db, &b, &name, &sub)).await;
     assert_eq!((want.0.len(), want.1.len()), (3, 3));
     assert_rows_converge(&db.pool, &want).await;
     eventually("the entry's last message committed", || {
@@ -560,8 +587,8 @@ async fn an_entry_split_across_batches_survives_a_stop_between_them() {
     })
     .await;
     eventually("backlog 0 on both partitions", || {
-        let (topic, sub) = (topic.clone(), sub.clone());
-        async move { (backlog(&topic, 0, &sub).await == 0 && backlog(&topic, 1, &sub).await == 0).then_some(()) }
+        let (b, topic, sub) = (b.clone(), topic.clone(), sub.clone());
+        async move { (backlog(&b, &topic, 0, &sub).await == 0 && backlog(&b, &topic, 1, &sub).await == 0).then_some(()) }
     })
     .await;
     let text = get(addr, "/metrics").await.1;
@@ -580,11 +607,12 @@ async fn an_entry_split_across_batches_survives_a_stop_between_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_unloads_lose_and_double_nothing() {
     init_logs();
+    let b = broker();
     let id = uuid::Uuid::new_v4().simple().to_string();
     let (name, sub) = (format!("li-unload-{id}"), format!("li-unload-{id}"));
-    let topic = create_topic(&name).await;
+    let topic = create_topic(&b, &name).await;
     let db = TestDb::migrated().await;
-    let mut cfg = config(&db, &name, &sub);
+    let mut cfg = config(&db, &b, &name, &sub);
     cfg.batch_size = 7;
     cfg.batch_duration = Duration::from_millis(50);
 
@@ -598,7 +626,7 @@ async fn topic_unloads_lose_and_double_nothing() {
     let app = start(cfg.clone()).await;
 
     const JOBS: usize = 30;
-    let pulsar = client().await;
+    let pulsar = client(&b).await;
     let mut p = topic_producer(&pulsar, &topic).await;
     let per_job: Vec<Vec<Vec<u8>>> = (0..JOBS).map(job_messages).collect();
     let mut all = Vec::new();
@@ -612,23 +640,23 @@ async fn topic_unloads_lose_and_double_nothing() {
         }
         all.extend(round);
         if step % 2 == 1 {
-            unload(&topic).await;
+            unload(&b, &topic).await;
         }
     }
     // Once the consumer is back and has everything (forwarded or waiting in the pipeline, the writer stuck on the
     // lock), unload again: the broker redelivers every unacknowledged entry.
     eventually("the consumer reconnected", || {
-        let (topic, sub) = (topic.clone(), sub.clone());
-        async move { (topic_consumers(&topic, &sub).await == 1).then_some(()) }
+        let (b, topic, sub) = (b.clone(), topic.clone(), sub.clone());
+        async move { (topic_consumers(&b, &topic, &sub).await == 1).then_some(()) }
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    unload(&topic).await;
+    unload(&b, &topic).await;
     // Release the writer only once the consumer is back and the redelivery has arrived.
     tokio::time::sleep(Duration::from_millis(500)).await;
     eventually("the consumer reconnected after the last unload", || {
-        let (topic, sub) = (topic.clone(), sub.clone());
-        async move { (topic_consumers(&topic, &sub).await == 1).then_some(()) }
+        let (b, topic, sub) = (b.clone(), topic.clone(), sub.clone());
+        async move { (topic_consumers(&b, &topic, &sub).await == 1).then_some(()) }
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -645,8 +673,8 @@ async fn topic_unloads_lose_and_double_nothing() {
     })
     .await;
     eventually("backlog 0", || {
-        let (topic, sub) = (topic.clone(), sub.clone());
-        async move { (topic_backlog(&topic, &sub).await == 0).then_some(()) }
+        let (b, topic, sub) = (b.clone(), topic.clone(), sub.clone());
+        async move { (topic_backlog(&b, &topic, &sub).await == 0).then_some(()) }
     })
     .await;
     let text = get(app.http_addr(), "/metrics").await.1;
@@ -656,4 +684,168 @@ async fn topic_unloads_lose_and_double_nothing() {
     assert_eq!(rows::count(&db.pool, "SELECT count(*) FROM lookout_ingester.quarantine").await, 0);
     assert_eq!(rows::count(&db.pool, "SELECT count(*) FROM lookout_ingester.parked_event").await, 0);
     stop(app).await;
+}
+
+/// Settings of the private broker the restart test starts, kills and restarts (never the shared one).
+const PRIVATE_PULSAR: [(&str, &str); 4] = [
+    ("LI_STATE_DIR", "/var/tmp/li-test-broker-restart"),
+    ("LI_PULSAR_PORT", "6652"),
+    ("LI_PULSAR_WEB_PORT", "8082"),
+    ("LI_PULSAR_BOOKIE_PORT", "3183"),
+];
+
+async fn private_pulsar(command: &'static str) {
+    let status = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services.sh"))
+            .args(["pulsar", command])
+            .envs(PRIVATE_PULSAR)
+            .status()
+    })
+    .await
+    .unwrap()
+    .expect("run scripts/services.sh");
+    assert!(status.success(), "scripts/services.sh pulsar {command} failed");
+}
+
+/// Publishes rounds `steps` of the jobs: on the partitioned topic (partition 0 in entries, 1 message by message)
+/// and on the plain topic (in entries of up to 4). Returns the last ids per topic partition name.
+async fn publish_rounds(
+    b: &Broker,
+    partitioned: &str,
+    plain: &str,
+    per_job: &[Vec<Vec<u8>>],
+    steps: std::ops::Range<usize>,
+) -> HashMap<String, (i64, i64, i32)> {
+    // Right after a restart the broker may still refuse producers ("not enough bookies"): wait for it.
+    let deadline = Instant::now() + WAIT;
+    let (mut p0, mut p1, mut ps) = loop {
+        let pulsar = client(b).await;
+        let made = async {
+            let p0 = tokio::spawn(producer_on(pulsar.clone(), format!("{partitioned}-partition-0"), true));
+            let p1 = tokio::spawn(producer_on(pulsar.clone(), format!("{partitioned}-partition-1"), false));
+            let ps = tokio::spawn(producer_on(pulsar.clone(), plain.to_string(), true));
+            Ok::<_, String>((
+                p0.await.map_err(|e| e.to_string())??,
+                p1.await.map_err(|e| e.to_string())??,
+                ps.await.map_err(|e| e.to_string())??,
+            ))
+        };
+        match made.await {
+            Ok(producers) => break producers,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("producers not ready yet: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => panic!("producers: {e}"),
+        }
+    };
+    let mut last = HashMap::new();
+    for step in steps {
+        let mut round: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
+        for (i, msgs) in per_job.iter().enumerate() {
+            if let Some(m) = msgs.get(step) {
+                round[partition_of(i) as usize].push(m.clone());
+            }
+        }
+        for (partition, ids) in
+            [(0, publish_entry(&mut p0, &round[0]).await), (1, publish_each(&mut p1, &round[1]).await)]
+        {
+            if let Some(l) = ids.last() {
+                last.insert(format!("{partitioned}-partition-{partition}"), *l);
+            }
+        }
+        let all: Vec<Vec<u8>> = per_job.iter().filter_map(|m| m.get(step).cloned()).collect();
+        for chunk in all.chunks(4) {
+            if let Some(l) = publish_entry(&mut ps, chunk).await.last() {
+                last.insert(plain.to_string(), *l);
+            }
+        }
+    }
+    last
+}
+
+/// The broker is killed (kill -9) and restarted while the service consumes a partitioned topic and a plain one
+/// (two services): the consumers are rebuilt, and both databases converge to exactly the reference rows, with the
+/// last positions committed and everything acknowledged.
+///
+/// Starts its own Pulsar with `scripts/services.sh` (ports 6652/8082/3183, state in /var/tmp), so it is not part of
+/// the default run: `cargo test --test service -- --ignored broker`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "starts, kills and restarts a private Pulsar; run with --ignored"]
+async fn a_broker_crash_and_restart_loses_and_doubles_nothing() {
+    init_logs();
+    private_pulsar("start").await;
+    let b = Broker { url: "pulsar://127.0.0.1:6652".into(), admin: "http://127.0.0.1:8082".into() };
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let (p_name, s_name, sub) = (format!("li-crash-p-{id}"), format!("li-crash-s-{id}"), format!("li-crash-{id}"));
+    let partitioned = create_partitioned_topic(&b, &p_name, 2).await;
+    let plain = create_topic(&b, &s_name).await;
+    let (db_p, db_s) = (TestDb::migrated().await, TestDb::migrated().await);
+    let (mut cfg_p, mut cfg_s) = (config(&db_p, &b, &p_name, &sub), config(&db_s, &b, &s_name, &sub));
+    // The watchdog rescues a partition that stays silent with a backlog after the restart.
+    cfg_p.pulsar.idle_rebuild_after = Duration::from_secs(5);
+    cfg_s.pulsar.idle_rebuild_after = Duration::from_secs(5);
+    let rebuilds0 = metric_sum(
+        &lookout_ingester::metrics::install_once().unwrap().render(),
+        "lookout_ingester_consumer_rebuilds_total",
+    );
+    let (app_p, app_s) = (start(cfg_p.clone()).await, start(cfg_s.clone()).await);
+
+    const JOBS: usize = 20;
+    let per_job: Vec<Vec<Vec<u8>>> = (0..JOBS).map(job_messages).collect();
+    let mut last = publish_rounds(&b, &partitioned, &plain, &per_job, 0..2).await;
+    eventually("some rows before the crash", || {
+        let (a, s) = (db_p.pool.clone(), db_s.pool.clone());
+        async move {
+            (rows::count(&a, "SELECT count(*) FROM job_run").await > 0
+                && rows::count(&s, "SELECT count(*) FROM job_run").await > 0)
+                .then_some(())
+        }
+    })
+    .await;
+
+    private_pulsar("kill").await;
+    let addr = app_s.http_addr();
+    eventually("/readyz 503 while the broker is down", || async {
+        (get(addr, "/readyz").await.0 == 503).then_some(())
+    })
+    .await;
+    private_pulsar("start").await;
+    last.extend(publish_rounds(&b, &partitioned, &plain, &per_job, 2..5).await);
+
+    let all: Vec<Vec<u8>> = (0..5).flat_map(|step| per_job.iter().filter_map(move |m| m.get(step).cloned())).collect();
+    let want = reference(&all, &cfg_p).await;
+    assert_eq!((want.0.len(), want.1.len()), (JOBS, JOBS));
+    assert_rows_converge(&db_p.pool, &want).await;
+    assert_rows_converge(&db_s.pool, &want).await;
+    for (topic, pool) in [
+        (format!("{partitioned}-partition-0"), &db_p.pool),
+        (format!("{partitioned}-partition-1"), &db_p.pool),
+        (plain.clone(), &db_s.pool),
+    ] {
+        let expected = last[&topic];
+        eventually("the last position committed", || {
+            let (pool, topic, sub) = (pool.clone(), topic.clone(), sub.clone());
+            async move { (committed_position(&pool, &sub, &topic).await == Some(expected)).then_some(()) }
+        })
+        .await;
+    }
+    eventually("backlog 0 everywhere", || {
+        let (b, partitioned, plain, sub) = (b.clone(), partitioned.clone(), plain.clone(), sub.clone());
+        async move {
+            (backlog(&b, &partitioned, 0, &sub).await == 0
+                && backlog(&b, &partitioned, 1, &sub).await == 0
+                && topic_backlog(&b, &plain, &sub).await == 0)
+                .then_some(())
+        }
+    })
+    .await;
+    let text = get(app_s.http_addr(), "/metrics").await.1;
+    let rebuilds = metric_sum(&text, "lookout_ingester_consumer_rebuilds_total") - rebuilds0;
+    eprintln!("consumer rebuilds: {rebuilds}");
+    assert!(rebuilds >= 1.0, "the plain topic's consumer must have been rebuilt");
+    assert_eq!(get(app_s.http_addr(), "/readyz").await.0, 200);
+    stop(app_p).await;
+    stop(app_s).await;
+    private_pulsar("stop").await;
 }
