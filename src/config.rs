@@ -186,9 +186,13 @@ pub struct PulsarConfig {
 pub struct AnnotationsConfig {
     /// Annotation keys (case-insensitive, before the prefix is stripped) that are never stored.
     pub blocklist_annotations: Vec<String>,
-    /// Prefix stripped from annotation keys before they are stored.
+    /// Prefix stripped from annotation keys before they are stored. Unset: the deprecated top-level key, else
+    /// [`DEFAULT_ANNOTATION_PREFIX`]. `""` keeps keys as they are.
     pub user_annotation_prefix: Option<String>,
 }
+
+/// Armada's shipped user annotation prefix (spec §7.1).
+pub const DEFAULT_ANNOTATION_PREFIX: &str = "armadaproject.io/";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -399,13 +403,15 @@ impl Config {
         Ok(())
     }
 
-    /// The user annotation prefix: `annotations.user_annotation_prefix`, else the deprecated top-level key.
+    /// The user annotation prefix, as Armada resolves it: `annotations.user_annotation_prefix` when set, else the
+    /// deprecated top-level key, else [`DEFAULT_ANNOTATION_PREFIX`]. An empty value means no prefix.
     pub fn annotation_prefix(&self) -> Option<&str> {
         self.annotations
             .user_annotation_prefix
             .as_deref()
+            .or(self.user_annotation_prefix.as_deref())
+            .or(Some(DEFAULT_ANNOTATION_PREFIX))
             .filter(|p| !p.is_empty())
-            .or(self.user_annotation_prefix.as_deref().filter(|p| !p.is_empty()))
     }
 
     /// The effective configuration as YAML, with every secret replaced by `"***"`.
@@ -549,6 +555,17 @@ mod tests {
         assert_eq!(c.metrics_port, 9002);
         assert_eq!(c.min_job_spec_compression_size, 1024);
         assert_eq!(c.initial_position, InitialPosition::Earliest);
+        assert_eq!(c.annotation_prefix(), Some("armadaproject.io/"));
+    }
+
+    #[test]
+    fn annotation_prefix_sources() {
+        let f = write("annotations:\n  userAnnotationPrefix: \"corp.io/\"\n");
+        assert_eq!(Config::load_from(Some(f.path()), &Overrides::default(), &[]).unwrap().annotation_prefix(), Some("corp.io/"));
+        let f = write("userAnnotationPrefix: \"old.io/\"\n");
+        assert_eq!(Config::load_from(Some(f.path()), &Overrides::default(), &[]).unwrap().annotation_prefix(), Some("old.io/"));
+        let f = write("annotations:\n  userAnnotationPrefix: \"\"\n");
+        assert_eq!(Config::load_from(Some(f.path()), &Overrides::default(), &[]).unwrap().annotation_prefix(), None);
     }
 
     #[test]

@@ -7,11 +7,11 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over the configured level. Postgres notices (such as
-/// "relation already exists, skipping" while migrating) are hidden unless `RUST_LOG` asks for them. Colours only on a
-/// terminal.
+/// "relation already exists, skipping" while migrating) and the Pulsar client's routine "Retry #0" warnings on every
+/// subscribe are hidden unless `RUST_LOG` asks for them. Colours only on a terminal.
 pub fn init(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level},sqlx::postgres::notice=warn")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},sqlx::postgres::notice=warn,pulsar::retry_op=error")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -2,6 +2,10 @@
 //!
 //! The update implements the job rules of `docs/precedence.md` inside one statement: it reads the stored row (and
 //! the `leased` time of the runs involved), decides per column, and writes only rows that change.
+//!
+//! Plans: the stored rows are read and locked by primary-key probes driven from the staging rows (LATERAL), so
+//! that part costs the same on an empty table and on one of millions of rows; the final `UPDATE … FROM` join is left
+//! to the planner, whose statistics the store keeps fresh while tables grow fast (`store::Growth`).
 
 use crate::changes::{JobDelta, JobRow, RowChanges};
 
@@ -15,7 +19,7 @@ CREATE TEMP TABLE IF NOT EXISTS li_job_new (
     external_job_uri text
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS li_job_update (
-    job_id text, priority bigint, priority_at timestamp,
+    job_id text PRIMARY KEY, priority bigint, priority_at timestamp,
     term_state smallint, term_at timestamp, cancelled timestamp, cancel_reason text, cancel_user text,
     term_category text, term_subcategory text, term_reason text, term_message text, term_retry_policy text,
     pre_at timestamp, pre_category text, pre_subcategory text, pre_reason text, pre_message text,
@@ -24,6 +28,7 @@ CREATE TEMP TABLE IF NOT EXISTS li_job_update (
 CREATE TEMP TABLE IF NOT EXISTS li_job_progress (
     job_id text, run_id text, phase smallint, at timestamp
 ) ON COMMIT DELETE ROWS;
+CREATE INDEX IF NOT EXISTS li_job_progress_job_id ON li_job_progress (job_id);
 ";
 
 pub const COPY_NEW: &str = "COPY li_job_new FROM STDIN (FORMAT binary)";
@@ -63,28 +68,20 @@ SELECT job_id FROM orphan_progress WHERE job_missing";
 
 /// The guarded merge of staged deltas into `job` (docs/precedence.md, job rules 2–6).
 ///
-/// * `best`: per job, the furthest progress point among the batch's candidates, ordered by
+/// * `cur`: the stored rows of the batch's jobs, locked, each with its own progress point (the `leased` time of its
+///   latest run, that run, and the phase its state implies).
+/// * `d`: per job, the staged update and the furthest progress point among the batch's candidates, ordered by
 ///   (leased time of the run, run id, phase); a requeue without a run refers to the stored latest run, if it is
-///   not older than that run's lease.
-/// * `cur`: the stored row, locked, with its own progress point.
-/// * `d`: which parts apply. Terminal 7/9 absorb everything; 4/5/6 accept only a preemption; an active job takes
-///   the batch's first terminal update if any (after its progress), else the progress point if it lies beyond the
-///   stored one; priority applies to active jobs when not older than the stored one.
+///   not older than that run's lease. Which parts apply: terminal 7/9 absorb everything; 4/5/6 accept only a
+///   preemption; an active job takes the batch's first terminal update if any (after its progress), else the
+///   progress point if it lies beyond the stored one; priority applies to active jobs when not older than the
+///   stored one.
+///
+/// Every stored row is read by a primary-key probe driven from the staging rows (LATERAL), whatever the
+/// statistics say.
 pub const UPDATE: &str = "
-WITH cand AS (
-    SELECT p.job_id, COALESCE(p.run_id, j.latest_run_id) AS run_id, p.phase, p.at, r.leased AS run_leased
-    FROM li_job_progress p
-    JOIN job j ON j.job_id = p.job_id
-    LEFT JOIN job_run r ON r.run_id = COALESCE(p.run_id, j.latest_run_id)
-    -- A requeue without a run in the batch belongs to the stored latest run only if it is not older than that
-    -- run's lease (a redelivered requeue of an earlier run must not requeue the current one).
-    WHERE p.run_id IS NOT NULL OR r.leased IS NULL OR p.at >= r.leased
-), best AS (
-    SELECT DISTINCT ON (job_id) job_id, run_id, phase, at, run_leased
-    FROM cand
-    ORDER BY job_id, run_leased DESC NULLS LAST, run_id DESC NULLS LAST, phase DESC
-), keys AS (
-    SELECT job_id FROM li_job_update UNION SELECT job_id FROM best
+WITH keys AS (
+    SELECT job_id FROM li_job_update UNION SELECT job_id FROM li_job_progress ORDER BY job_id
 ), cur AS (
     SELECT j.job_id, j.state, j.latest_run_id, j.priority, j.ingester_priority_at, j.cancelled, j.cancel_reason,
            j.cancel_user, j.ingester_failure_category, j.ingester_failure_subcategory, j.ingester_failure_reason,
@@ -94,11 +91,9 @@ WITH cand AS (
                         WHEN 1 THEN CASE WHEN j.latest_run_id IS NULL THEN 0 ELSE 4 END
                         ELSE 0 END AS cur_phase,
            j.state IN (4, 5, 6, 7, 9) AS terminal
-    FROM job j
-    JOIN keys k ON k.job_id = j.job_id
-    LEFT JOIN job_run lr ON lr.run_id = j.latest_run_id
-    ORDER BY j.job_id
-    FOR UPDATE OF j
+    FROM keys k
+    CROSS JOIN LATERAL (SELECT * FROM job WHERE job.job_id = k.job_id FOR UPDATE) j
+    LEFT JOIN LATERAL (SELECT r.leased FROM job_run r WHERE r.run_id = j.latest_run_id) lr ON true
 ), d AS (
     SELECT c.*,
            u.priority AS u_priority, u.priority_at AS u_priority_at,
@@ -109,7 +104,7 @@ WITH cand AS (
            b.run_id AS b_run_id, b.phase AS b_phase, b.at AS b_at,
            (NOT c.terminal AND u.term_state IS NOT NULL) AS apply_terminal,
            (c.state IN (4, 5, 6) AND u.pre_at IS NOT NULL) AS apply_preemption,
-           (NOT c.terminal AND b.job_id IS NOT NULL
+           (NOT c.terminal AND b.phase IS NOT NULL
               AND (COALESCE(b.run_leased, '-infinity'::timestamp), COALESCE(b.run_id, ''), b.phase)
                 > (COALESCE(c.cur_leased, '-infinity'::timestamp), COALESCE(c.latest_run_id, ''), c.cur_phase))
              AS apply_progress,
@@ -117,7 +112,19 @@ WITH cand AS (
               AND (c.ingester_priority_at IS NULL OR u.priority_at >= c.ingester_priority_at)) AS apply_priority
     FROM cur c
     LEFT JOIN li_job_update u ON u.job_id = c.job_id
-    LEFT JOIN best b ON b.job_id = c.job_id
+    LEFT JOIN LATERAL (
+        SELECT COALESCE(p.run_id, c.latest_run_id) AS run_id, p.phase, p.at, r.leased AS run_leased
+        FROM li_job_progress p
+        LEFT JOIN LATERAL (
+            SELECT jr.leased FROM job_run jr WHERE jr.run_id = COALESCE(p.run_id, c.latest_run_id)
+        ) r ON true
+        WHERE p.job_id = c.job_id
+          -- A requeue without a run in the batch belongs to the stored latest run only if it is not older than
+          -- that run's lease (a redelivered requeue of an earlier run must not requeue the current one).
+          AND (p.run_id IS NOT NULL OR r.leased IS NULL OR p.at >= r.leased)
+        ORDER BY r.leased DESC NULLS LAST, COALESCE(p.run_id, c.latest_run_id) DESC NULLS LAST, p.phase DESC
+        LIMIT 1
+    ) b ON true
 ), n AS (
     SELECT d.job_id AS key,
         CASE WHEN d.apply_preemption THEN 7::smallint

@@ -14,7 +14,7 @@ CREATE TEMP TABLE IF NOT EXISTS li_run_new (
     run_id text, job_id text, cluster text, node text, leased timestamp, pool text
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS li_run_update (
-    run_id text, active_state smallint, pending timestamp, started timestamp, running_node text,
+    run_id text PRIMARY KEY, active_state smallint, pending timestamp, started timestamp, running_node text,
     end_state smallint, end_at timestamp, exit_code integer, end_error bytea, end_node text,
     termination_reason jsonb, category text, subcategory text, late_category text, late_subcategory text,
     nonterminal_error bytea, error_debug bytea, info_debug bytea, ingress jsonb
@@ -49,17 +49,16 @@ UNION ALL
 SELECT 'update' AS kind, run_id FROM orphan_updates";
 
 /// The guarded merge of staged deltas into `job_run` (docs/precedence.md, run rules 2–8). Any state other than
-/// LEASED (11), PENDING (1) and RUNNING (2) counts as ended and absorbs.
+/// LEASED (11), PENDING (1) and RUNNING (2) counts as ended and absorbs. Stored rows are reached by primary-key
+/// probes driven from the staging rows (see `job.rs` on plans).
 pub const UPDATE: &str = "
 WITH cur AS (
     SELECT r.run_id, r.job_run_state, r.pending, r.started, r.finished, r.node, r.exit_code, r.error, r.debug,
            r.failure_category, r.failure_subcategory, r.scheduler_termination_reason, r.ingress_addresses,
            r.job_run_state NOT IN (11, 1, 2) AS ended,
            CASE r.job_run_state WHEN 11 THEN 0 WHEN 1 THEN 1 WHEN 2 THEN 2 ELSE -1 END AS rank
-    FROM job_run r
-    JOIN li_run_update u ON u.run_id = r.run_id
-    ORDER BY r.run_id
-    FOR UPDATE OF r
+    FROM (SELECT run_id FROM li_run_update ORDER BY run_id) k
+    CROSS JOIN LATERAL (SELECT * FROM job_run WHERE job_run.run_id = k.run_id FOR UPDATE) r
 ), d AS (
     SELECT c.*, u.active_state, u.pending AS u_pending, u.started AS u_started, u.running_node, u.end_state,
            u.end_at, u.exit_code AS u_exit_code, u.end_error, u.end_node, u.termination_reason, u.category,

@@ -114,7 +114,26 @@ pub struct Store {
     subscription: Option<String>,
     max_backoff: Duration,
     max_attempts: Option<u32>,
+    stats: std::sync::Arc<std::sync::Mutex<Growth>>,
 }
+
+/// Rows this writer inserted into `job` and `job_run` since their statistics were last refreshed.
+///
+/// The merges reach stored rows by primary key, but the final `UPDATE … FROM` join is planned from the tables'
+/// statistics. While a database is rebuilt from the topic the tables grow far faster than autovacuum analyzes them,
+/// and a planner that believes `job` holds a few hundred rows scans all of it for every batch. So once the tables
+/// have grown by a fifth (and at least [`ANALYZE_MIN_ROWS`] rows), the writer analyzes them itself, outside the
+/// batch's transaction and in the background (on the writer pool's spare connection): a few dozen times over a
+/// rebuild of millions of rows, never in a steady state.
+#[derive(Debug, Default)]
+struct Growth {
+    inserted: u64,
+    baseline: Option<f64>,
+    running: bool,
+}
+
+const ANALYZE_MIN_ROWS: u64 = 5_000;
+const ANALYZE_GROWTH: f64 = 0.2;
 
 /// Row counts and orphans of one apply.
 #[derive(Default)]
@@ -146,7 +165,7 @@ impl Store {
                 })
             })
             .connect_lazy_with(options);
-        Ok(Store { pool, converter, subscription, max_backoff, max_attempts: None })
+        Ok(Store { pool, converter, subscription, max_backoff, max_attempts: None, stats: Default::default() })
     }
 
     /// Gives up (with [`StoreError::GaveUp`]) after this many failed transactions instead of retrying forever.
@@ -173,6 +192,7 @@ impl Store {
                     report.attempts = attempts;
                     report.isolated = isolate;
                     m::record_store(&report, started.elapsed());
+                    self.refresh_statistics(&report).await;
                     return Ok(report);
                 }
                 Err(e) => {
@@ -347,6 +367,53 @@ impl Store {
             }
         }
         Ok(total)
+    }
+
+    /// Starts a background ANALYZE of `job` and `job_run` when they have grown enough since the last look (see
+    /// [`Growth`]). Failures are logged, never fatal: autovacuum does the same job, only later.
+    async fn refresh_statistics(&self, report: &StoreReport) {
+        let inserted: u64 = report
+            .rows
+            .iter()
+            .filter(|(table, op, _)| *op == "insert" && (*table == "job" || *table == "job_run"))
+            .map(|(_, _, n)| n)
+            .sum();
+        {
+            let mut g = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+            g.inserted += inserted;
+            let baseline = g.baseline.unwrap_or(0.0).max(0.0);
+            if g.running || g.inserted < ANALYZE_MIN_ROWS || (g.inserted as f64) < baseline * ANALYZE_GROWTH {
+                return;
+            }
+            g.running = true;
+            g.inserted = 0;
+        }
+        let (pool, stats) = (self.pool.clone(), self.stats.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let result: sqlx::Result<f64> = async {
+                let mut conn = pool.acquire().await?;
+                conn.execute("ANALYZE job; ANALYZE job_run").await?;
+                let rows: f32 = sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE oid = 'job'::regclass")
+                    .fetch_one(&mut *conn)
+                    .await?;
+                Ok(f64::from(rows))
+            }
+            .await;
+            let mut g = stats.lock().unwrap_or_else(|e| e.into_inner());
+            g.running = false;
+            match result {
+                Ok(rows) => {
+                    g.baseline = Some(rows);
+                    tracing::info!(job_rows = rows, took = ?started.elapsed(), "refreshed job and job_run statistics");
+                }
+                Err(e) => {
+                    // Back off so a failing ANALYZE (e.g. not the table owner) is not retried every batch.
+                    g.baseline = Some(g.baseline.unwrap_or(0.0).max(1.0) * 2.0);
+                    tracing::warn!(error = %e, "could not analyze job and job_run; relying on autovacuum");
+                }
+            }
+        });
     }
 
     /// The number of parked events (for the gauge).
