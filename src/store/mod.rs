@@ -32,7 +32,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Acquire, Executor, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use crate::changes::RowChanges;
+use crate::changes::{Quarantined, RowChanges};
 use crate::convert::Converter;
 use crate::decode::{DecodedMessage, Rejection};
 use crate::message::{EventId, Position, RawMessage};
@@ -265,9 +265,9 @@ impl Store {
         };
 
         // 3. rows.
-        let mut quarantine_rows = Vec::new();
+        let mut rejected: Vec<Quarantined> = Vec::new();
         let applied = if isolate {
-            self.isolate(&mut tx, &view, &mut quarantine_rows).await?
+            self.isolate(&mut tx, &view, &mut rejected).await?
         } else {
             apply(&mut tx, changes, false).await?
         };
@@ -276,9 +276,8 @@ impl Store {
         // 4. park orphans, record dead letters and sanitized values.
         let park_rows = parked_rows(&view, &applied.to_park);
         report.parked = parked::insert(&mut tx, &park_rows).await?;
-        for q in &changes.quarantined {
-            quarantine_rows.push(quarantine_row(&view, q.message, q.event, q.reason, &q.error, q.sqlstate.clone(), q));
-        }
+        let quarantine_rows: Vec<quarantine::Row> =
+            changes.quarantined.iter().chain(&rejected).map(|q| quarantine_row(&view, q)).collect();
         report.quarantined = quarantine::insert(&mut tx, &quarantine_rows).await?;
         let sanitized_rows: Vec<sanitized::Row> = changes
             .sanitized
@@ -313,12 +312,12 @@ impl Store {
     }
 
     /// Applies the batch event by event group, under savepoints, halving on data errors, and returns what applied;
-    /// events Postgres rejects on their own are added to `quarantined`.
+    /// events Postgres rejects on their own are added to `rejected`.
     async fn isolate(
         &self,
         conn: &mut PgConnection,
         view: &[&DecodedMessage],
-        quarantined: &mut Vec<quarantine::Row>,
+        rejected: &mut Vec<Quarantined>,
     ) -> sqlx::Result<Applied> {
         // If the statements fail even with nothing staged, the schema is broken, not the data: no event is to
         // blame, so fail the attempt (it is retried with backoff) instead of quarantining everything.
@@ -356,7 +355,16 @@ impl Store {
                         let id = units[lo];
                         tracing::warn!(error = %e, "quarantining an event Postgres rejects");
                         let db = e.as_database_error().map(|d| d.message().to_string()).unwrap_or(e.to_string());
-                        quarantined.push(event_quarantine_row(view, id, "db_rejected", &db, sqlstate(&e)));
+                        rejected.push(Quarantined {
+                            message: id.message,
+                            event: Some(id.event),
+                            reason: "db_rejected",
+                            error: db,
+                            sqlstate: sqlstate(&e),
+                            event_kind: None,
+                            job_id: None,
+                            run_id: None,
+                        });
                     } else {
                         let mid = lo + (hi - lo) / 2;
                         pending.push((mid, hi));
@@ -600,74 +608,37 @@ fn parked_rows(view: &[&DecodedMessage], to_park: &[(EventId, &'static str)]) ->
     rows
 }
 
-/// A quarantine row for a message (event None) or one of its events.
-fn quarantine_row(
-    view: &[&DecodedMessage],
-    message: u32,
-    event: Option<u32>,
-    reason: &str,
-    error: &str,
-    sqlstate: Option<String>,
-    q: &crate::changes::Quarantined,
-) -> quarantine::Row {
-    let mut row = match event {
-        Some(e) => event_quarantine_row(view, EventId { message, event: e }, reason, error, sqlstate),
-        None => message_quarantine_row(view[message as usize], reason, error),
-    };
-    row.event_kind = q.event_kind.map(str::to_string).or(row.event_kind);
-    row.job_id = q.job_id.as_deref().map(strip_nul).or(row.job_id);
-    row.run_id = q.run_id.as_deref().map(strip_nul).or(row.run_id);
-    row
-}
-
-fn message_quarantine_row(msg: &DecodedMessage, reason: &str, error: &str) -> quarantine::Row {
+/// The quarantine row for a message (`event` None) or one of its events. An event's payload is that event alone,
+/// re-encoded as an `EventSequence` with the message's queue, job set, user and groups.
+fn quarantine_row(view: &[&DecodedMessage], q: &Quarantined) -> quarantine::Row {
+    let msg = view[q.message as usize];
     let p = &msg.raw.position;
-    let (queue, jobset) = match &msg.body {
-        Ok(seq) => (
-            Some(strip_nul(&String::from_utf8_lossy(&seq.queue))),
-            Some(strip_nul(&String::from_utf8_lossy(&seq.job_set_name))),
-        ),
-        Err(_) => (None, None),
-    };
-    quarantine::Row {
+    let seq = msg.body.as_ref().ok();
+    let text = |b: &[u8]| strip_nul(&String::from_utf8_lossy(b));
+    let mut row = quarantine::Row {
         source: p.source.to_string(),
         ledger_id: p.ledger_id,
         entry_id: p.entry_id,
         batch_index: p.batch_index,
-        event_index: None,
+        event_index: q.event.map(|e| (msg.event_base + e) as i32),
         publish_time: chrono::DateTime::from_timestamp_micros(msg.raw.publish_time),
-        reason: reason.to_string(),
-        error: strip_nul(error),
-        sqlstate: None,
-        event_kind: None,
-        queue,
-        jobset,
-        job_id: None,
-        run_id: None,
+        reason: q.reason.to_string(),
+        error: strip_nul(&q.error),
+        sqlstate: q.sqlstate.clone(),
+        event_kind: q.event_kind.map(str::to_string),
+        queue: seq.map(|s| text(&s.queue)),
+        jobset: seq.map(|s| text(&s.job_set_name)),
+        job_id: q.job_id.as_deref().map(strip_nul),
+        run_id: q.run_id.as_deref().map(strip_nul),
         payload: msg.raw.payload.to_vec(),
-    }
-}
-
-/// A quarantine row for one event, whose payload is that event alone, re-encoded as an `EventSequence` with the
-/// message's queue, job set and user.
-fn event_quarantine_row(
-    view: &[&DecodedMessage],
-    id: EventId,
-    reason: &str,
-    error: &str,
-    sqlstate: Option<String>,
-) -> quarantine::Row {
-    let msg = view[id.message as usize];
-    let mut row = message_quarantine_row(msg, reason, error);
-    row.event_index = Some((msg.event_base + id.event) as i32);
-    row.sqlstate = sqlstate;
-    if let Ok(seq) = &msg.body
-        && let Some(event) = seq.events.get(id.event as usize)
+    };
+    if let (Some(seq), Some(e)) = (seq, q.event)
+        && let Some(event) = seq.events.get(e as usize)
     {
         let (job_id, run_id) = crate::convert::event_keys(event);
-        row.job_id = job_id.as_deref().map(strip_nul);
-        row.run_id = run_id.as_deref().map(strip_nul);
-        row.event_kind = Some(crate::convert::event_kind(event).to_string());
+        row.job_id = row.job_id.or(job_id.as_deref().map(strip_nul));
+        row.run_id = row.run_id.or(run_id.as_deref().map(strip_nul));
+        row.event_kind = row.event_kind.or(Some(crate::convert::event_kind(event).to_string()));
         row.payload = EventSequence {
             queue: seq.queue.clone(),
             job_set_name: seq.job_set_name.clone(),
@@ -678,6 +649,11 @@ fn event_quarantine_row(
         .encode_to_vec();
     }
     row
+}
+
+/// One column of rows, for binding as an array to an `unnest(…)` insert.
+fn column<R, T>(rows: &[R], f: impl Fn(&R) -> T) -> Vec<T> {
+    rows.iter().map(f).collect()
 }
 
 /// Postgres text cannot hold U+0000.

@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
+use super::column;
+
 /// One parked event (also what [`take`] returns).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Row {
@@ -45,20 +47,20 @@ pub async fn insert(conn: &mut PgConnection, rows: &[Row]) -> sqlx::Result<u64> 
         return Ok(0);
     }
     let result = sqlx::query(INSERT)
-        .bind(rows.iter().map(|r| r.source.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.ledger_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.entry_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.batch_index).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.event_index).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.publish_time).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.waits_for.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.job_id.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.run_id.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.event_kind.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.queue.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.jobset.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.user_id.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.event.clone()).collect::<Vec<_>>())
+        .bind(column(rows, |r| r.source.clone()))
+        .bind(column(rows, |r| r.ledger_id))
+        .bind(column(rows, |r| r.entry_id))
+        .bind(column(rows, |r| r.batch_index))
+        .bind(column(rows, |r| r.event_index))
+        .bind(column(rows, |r| r.publish_time))
+        .bind(column(rows, |r| r.waits_for.clone()))
+        .bind(column(rows, |r| r.job_id.clone()))
+        .bind(column(rows, |r| r.run_id.clone()))
+        .bind(column(rows, |r| r.event_kind.clone()))
+        .bind(column(rows, |r| r.queue.clone()))
+        .bind(column(rows, |r| r.jobset.clone()))
+        .bind(column(rows, |r| r.user_id.clone()))
+        .bind(column(rows, |r| r.event.clone()))
         .execute(&mut *conn)
         .await?;
     Ok(result.rows_affected())

@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
+use super::column;
+
 /// One dead letter, ready to insert.
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -35,23 +37,22 @@ pub async fn insert(conn: &mut PgConnection, rows: &[Row]) -> sqlx::Result<u64> 
     if rows.is_empty() {
         return Ok(0);
     }
-    let col = |f: fn(&Row) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
     let result = sqlx::query(INSERT)
-        .bind(rows.iter().map(|r| r.source.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.ledger_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.entry_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.batch_index).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.event_index).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.publish_time).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.reason.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.error.clone()).collect::<Vec<_>>())
-        .bind(col(|r| r.sqlstate.clone()))
-        .bind(col(|r| r.event_kind.clone()))
-        .bind(col(|r| r.queue.clone()))
-        .bind(col(|r| r.jobset.clone()))
-        .bind(col(|r| r.job_id.clone()))
-        .bind(col(|r| r.run_id.clone()))
-        .bind(rows.iter().map(|r| r.payload.clone()).collect::<Vec<_>>())
+        .bind(column(rows, |r| r.source.clone()))
+        .bind(column(rows, |r| r.ledger_id))
+        .bind(column(rows, |r| r.entry_id))
+        .bind(column(rows, |r| r.batch_index))
+        .bind(column(rows, |r| r.event_index))
+        .bind(column(rows, |r| r.publish_time))
+        .bind(column(rows, |r| r.reason.clone()))
+        .bind(column(rows, |r| r.error.clone()))
+        .bind(column(rows, |r| r.sqlstate.clone()))
+        .bind(column(rows, |r| r.event_kind.clone()))
+        .bind(column(rows, |r| r.queue.clone()))
+        .bind(column(rows, |r| r.jobset.clone()))
+        .bind(column(rows, |r| r.job_id.clone()))
+        .bind(column(rows, |r| r.run_id.clone()))
+        .bind(column(rows, |r| r.payload.clone()))
         .execute(&mut *conn)
         .await?;
     Ok(result.rows_affected())

@@ -2,6 +2,8 @@
 
 use sqlx::PgConnection;
 
+use super::column;
+
 #[derive(Debug, Clone)]
 pub struct Row {
     pub source: String,
@@ -27,16 +29,16 @@ pub async fn insert(conn: &mut PgConnection, rows: &[Row]) -> sqlx::Result<u64> 
         return Ok(0);
     }
     let result = sqlx::query(INSERT)
-        .bind(rows.iter().map(|r| r.source.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.ledger_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.entry_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.batch_index).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.event_index).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.job_id.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.run_id.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.field.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.fix.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.original.clone()).collect::<Vec<_>>())
+        .bind(column(rows, |r| r.source.clone()))
+        .bind(column(rows, |r| r.ledger_id))
+        .bind(column(rows, |r| r.entry_id))
+        .bind(column(rows, |r| r.batch_index))
+        .bind(column(rows, |r| r.event_index))
+        .bind(column(rows, |r| r.job_id.clone()))
+        .bind(column(rows, |r| r.run_id.clone()))
+        .bind(column(rows, |r| r.field.clone()))
+        .bind(column(rows, |r| r.fix.clone()))
+        .bind(column(rows, |r| r.original.clone()))
         .execute(&mut *conn)
         .await?;
     Ok(result.rows_affected())
