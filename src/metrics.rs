@@ -84,7 +84,9 @@ pub fn record_store(report: &StoreReport, elapsed: Duration) {
         counter!(ROWS_WRITTEN, "table" => *table, "operation" => *op).increment(*n);
         counter!(COMPAT_ROWS_CHANGED, "table" => *table, "operation" => *op).increment(*n);
     }
-    counter!(PARKED).increment(report.parked);
+    for (kind, n) in &report.parked_by_kind {
+        counter!(PARKED, "event_kind" => kind.clone()).increment(*n);
+    }
     counter!(UNPARKED).increment(report.unparked as u64);
 }
 

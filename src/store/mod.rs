@@ -59,6 +59,8 @@ pub struct StoreReport {
     /// Rows affected per (table, operation).
     pub rows: Vec<(&'static str, &'static str, u64)>,
     pub parked: u64,
+    /// Events parked by this batch, per event kind (updates whose job or run does not exist, spec §6 D20).
+    pub parked_by_kind: Vec<(String, u64)>,
     pub unparked: usize,
     pub quarantined: u64,
     pub sanitized: u64,
@@ -276,6 +278,12 @@ impl Store {
         // 4. park orphans, record dead letters and sanitized values.
         let park_rows = parked_rows(&view, &applied.to_park);
         report.parked = parked::insert(&mut tx, &park_rows).await?;
+        for row in &park_rows {
+            match report.parked_by_kind.iter_mut().find(|(k, _)| *k == row.event_kind) {
+                Some((_, n)) => *n += 1,
+                None => report.parked_by_kind.push((row.event_kind.clone(), 1)),
+            }
+        }
         let quarantine_rows: Vec<quarantine::Row> =
             changes.quarantined.iter().chain(&rejected).map(|q| quarantine_row(&view, q)).collect();
         report.quarantined = quarantine::insert(&mut tx, &quarantine_rows).await?;
