@@ -14,8 +14,10 @@
 //!   (and the store would skip them anyway).
 //! * **Faults.** When the stream yields an error or ends (broker restart, unload, failed reconnect) the client and
 //!   consumer are rebuilt with jittered exponential backoff capped at `max_backoff`; acks are re-sent on the new
-//!   consumer. An optional idle watchdog (`pulsar.idle_rebuild_after`) rebuilds a consumer that has received
-//!   nothing for that long while the broker reports a backlog and nothing of ours is waiting to be committed.
+//!   consumer. An idle watchdog (`pulsar.idle_rebuild_after`, 5 minutes by default) rebuilds the consumer when one
+//!   of its partitions has delivered nothing for that long while the broker reports a backlog, nothing of ours is
+//!   waiting to be committed, and the admin API says this consumer is the partition's *active* consumer (on a
+//!   Failover subscription shared by several replicas, a partition another replica consumes is silent here too).
 //! * **Shutdown.** On cancel it stops reading (dropping its output, so the batcher flushes), keeps acknowledging
 //!   what the writer still commits until the writer hangs up, then closes the consumer.
 
@@ -103,6 +105,9 @@ pub struct Settings {
     token: Option<Token>,
     pub max_backoff: Duration,
     pub idle_rebuild_after: Duration,
+    /// Pulsar's admin REST API (`http://host:port`), asked by the idle watchdog which consumer is active on a
+    /// partition: `pulsar.rest_url` (Armada's `pulsar.restURL`), else the service URL's host on port 8080.
+    pub admin_url: Option<String>,
 }
 
 impl Settings {
@@ -155,6 +160,7 @@ impl Settings {
             token,
             max_backoff: Duration::from_secs(config.max_backoff.max(1)),
             idle_rebuild_after: p.idle_rebuild_after,
+            admin_url: admin_url(p.rest_url.as_ref().and_then(|v| v.as_str()), &p.url),
         })
     }
 
@@ -165,6 +171,26 @@ impl Settings {
             Some(Token::File(path)) => Ok(Some(read_token(path)?.into_bytes())),
         }
     }
+}
+
+/// The admin REST API's base URL: the configured one (trailing `/` removed), else derived from the service URL
+/// (`pulsar://h:6650` → `http://h:8080`, `pulsar+ssl://h:6651` → `https://h:8443`, Pulsar's default ports).
+fn admin_url(configured: Option<&str>, service_url: &str) -> Option<String> {
+    if let Some(url) = configured.map(str::trim).filter(|u| !u.is_empty()) {
+        return Some(url.trim_end_matches('/').to_string());
+    }
+    let (scheme, port, rest) = if let Some(rest) = service_url.strip_prefix("pulsar+ssl://") {
+        ("https", 8443, rest)
+    } else {
+        ("http", 8080, service_url.strip_prefix("pulsar://")?)
+    };
+    // The first host of `host:port[,host:port]/…`.
+    let authority = rest.split(['/', ',']).next().unwrap_or("");
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    (!host.is_empty()).then(|| format!("{scheme}://{host}:{port}"))
 }
 
 fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
@@ -658,9 +684,12 @@ impl Source {
 
     /// The idle watchdog (pulsar-rs #189 and relatives: a consumer, or one partition of it, can stop delivering
     /// after broker restarts). At most once per `idle_rebuild_after`, it looks at the partitions that delivered
-    /// nothing for that long and have nothing of ours awaiting commit; if the broker reports a backlog on one of
-    /// them (or does not answer), the consumer is rebuilt. With Failover and several replicas, a partition another
-    /// replica owns also delivers nothing here: keep `idle_rebuild_after` well above the normal lag.
+    /// nothing for that long and have nothing of ours awaiting commit. If the broker reports a backlog on one of
+    /// them, it asks the admin API which consumer is the partition's active one, and rebuilds only when it is this
+    /// consumer ([`warrants_rebuild`]): on a Failover subscription shared by several replicas, a partition another
+    /// replica consumes is silent here with a backlog too, and rebuilding for it would only disturb the consumer.
+    /// When the answer cannot be had (no admin API), it says so and does not rebuild. A consumer whose own stats
+    /// request fails or times out is rebuilt.
     async fn idle_and_stuck(&self, live: &mut Option<Live>, tracker: &AckTracker) -> bool {
         let idle = self.settings.idle_rebuild_after;
         let Some(l) = live.as_mut() else { return false };
@@ -690,13 +719,143 @@ impl Source {
             return false;
         }
         for (topic, stat) in topics.iter().zip(&stats) {
-            let backlog = stat.msg_backlog.unwrap_or(0);
-            if backlog > 0 && quiet(topic) {
-                tracing::warn!(topic = %topic, backlog, idle = ?idle, "partition delivers nothing while the broker reports a backlog");
+            let (quiet, backlog) = (quiet(topic), stat.msg_backlog.unwrap_or(0));
+            if !(quiet && backlog > 0) {
+                continue;
+            }
+            let active = self.active_consumer(topic).await;
+            if warrants_rebuild(quiet, backlog, &active) {
+                tracing::warn!(
+                    topic = %topic, backlog, idle = ?idle,
+                    "partition delivers nothing to its active consumer (us) while the broker reports a backlog"
+                );
                 return true;
+            }
+            match active {
+                Active::Other(name) => tracing::debug!(
+                    topic = %topic, backlog, active = %name, "silent partition is consumed by another consumer"
+                ),
+                Active::Unknown(why) => tracing::warn!(
+                    topic = %topic, backlog, idle = ?idle, reason = %why,
+                    "partition delivers nothing while the broker reports a backlog, but whether this consumer is its \
+                     active consumer is unknown; not rebuilding"
+                ),
+                Active::Us => {}
             }
         }
         false
+    }
+
+    /// Which consumer the broker dispatches `topic` to on our subscription, from the admin API's topic stats.
+    async fn active_consumer(&self, topic: &str) -> Active {
+        let Some(base) = &self.settings.admin_url else {
+            return Active::Unknown("no admin URL (pulsar.rest_url)".into());
+        };
+        // `persistent://tenant/ns/t-partition-0` → `{base}/admin/v2/persistent/tenant/ns/t-partition-0/stats`.
+        let url = format!("{base}/admin/v2/{}/stats", topic.replacen("://", "/", 1));
+        let token = match self.settings.token() {
+            Ok(token) => token,
+            Err(e) => return Active::Unknown(format!("token: {e:#}")),
+        };
+        match tokio::time::timeout(ADMIN_TIMEOUT, admin_get(&url, token.as_deref())).await {
+            Ok(Ok(stats)) => active_from_stats(&stats, &self.settings.subscription, &self.settings.consumer_name),
+            Ok(Err(e)) => Active::Unknown(format!("GET {url}: {e}")),
+            Err(_) => Active::Unknown(format!("GET {url}: no answer within {ADMIN_TIMEOUT:?}")),
+        }
+    }
+}
+
+/// Who the broker dispatches a partition to on our subscription (Failover: one active consumer per partition).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Active {
+    /// This consumer (same consumer name).
+    Us,
+    /// Another consumer, e.g. another replica: silence here is normal.
+    Other(String),
+    /// Could not be found out, and why.
+    Unknown(String),
+}
+
+/// The watchdog's decision for one partition: rebuild only when it delivered nothing for the idle period with
+/// nothing of ours awaiting commit (`quiet`), the broker holds a backlog for the subscription, and this consumer
+/// is the one the broker should be delivering it to.
+fn warrants_rebuild(quiet: bool, backlog: u64, active: &Active) -> bool {
+    quiet && backlog > 0 && *active == Active::Us
+}
+
+/// Reads `subscriptions.<subscription>.activeConsumerName` from a topic's stats (admin API JSON) and compares it
+/// with our consumer name. Replicas must therefore have distinct consumer names (the default,
+/// `lookout-ingester-<hostname>`, is).
+fn active_from_stats(stats: &serde_json::Value, subscription: &str, consumer: &str) -> Active {
+    let Some(sub) = stats.get("subscriptions").and_then(|s| s.get(subscription)) else {
+        return Active::Unknown(format!("the topic stats have no subscription {subscription:?}"));
+    };
+    match sub.get("activeConsumerName").and_then(|n| n.as_str()) {
+        Some(name) if name == consumer => Active::Us,
+        Some(name) => Active::Other(name.to_string()),
+        None => Active::Unknown("the subscription stats name no active consumer".into()),
+    }
+}
+
+/// How long one admin API request may take.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest admin API answer read.
+const ADMIN_MAX_BODY: usize = 8 << 20;
+
+/// `GET url` on the admin API (plain HTTP/1.1, `Connection: close`), the body parsed as JSON. `https://` is not
+/// supported (no TLS client here): the watchdog then cannot tell which consumer is active and does not rebuild.
+async fn admin_get(url: &str, token: Option<&[u8]>) -> Result<serde_json::Value, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").ok_or("only http:// admin URLs are supported")?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let address = if authority.rsplit_once(':').is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit())) {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let mut stream = tokio::net::TcpStream::connect(&address).await.map_err(|e| format!("connect: {e}"))?;
+    let auth = match token {
+        Some(t) => format!("Authorization: Bearer {}\r\n", String::from_utf8_lossy(t)),
+        None => String::new(),
+    };
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\n{auth}Accept: application/json\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
+    let mut raw = Vec::new();
+    stream.take(ADMIN_MAX_BODY as u64).read_to_end(&mut raw).await.map_err(|e| format!("read: {e}"))?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no HTTP header")?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let body = &raw[split + 4..];
+    let status = head.split_whitespace().nth(1).unwrap_or("?");
+    if status != "200" {
+        return Err(format!("HTTP {status}"));
+    }
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let body = if chunked { dechunk(body)? } else { body.to_vec() };
+    serde_json::from_slice(&body).map_err(|e| format!("JSON: {e}"))
+}
+
+/// Decodes an HTTP/1.1 chunked body.
+fn dechunk(mut s: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = s.windows(2).position(|w| w == b"\r\n").ok_or("truncated chunked body")?;
+        let size = std::str::from_utf8(&s[..line_end]).map_err(|_| "bad chunk size")?;
+        let size = size.split(';').next().unwrap_or("").trim();
+        let n = usize::from_str_radix(size, 16).map_err(|_| format!("bad chunk size {size:?}"))?;
+        s = &s[line_end + 2..];
+        if n == 0 {
+            return Ok(out);
+        }
+        if s.len() < n {
+            return Err("truncated chunked body".into());
+        }
+        out.extend_from_slice(&s[..n]);
+        s = s[n..].strip_prefix(b"\r\n").unwrap_or(&s[n..]);
     }
 }
 
@@ -839,6 +998,59 @@ mod tests {
         t.committed("p0", (1, 10, 0));
         assert!(t.due().is_empty());
         assert!(!t.settled("p0"));
+    }
+
+    #[test]
+    fn the_watchdog_rebuilds_only_for_a_silent_partition_it_is_the_active_consumer_of() {
+        let (us, other) = (Active::Us, Active::Other("lookout-ingester-replica-b".into()));
+        let unknown = Active::Unknown("admin API unreachable".into());
+        // quiet, backlog, active → rebuild?
+        let table = [
+            (true, 3, &us, true),
+            (true, 3, &other, false), // another replica owns it: silence is normal
+            (true, 3, &unknown, false),
+            (true, 0, &us, false),  // nothing to deliver
+            (false, 3, &us, false), // delivered recently, or something of ours awaits commit
+            (false, 0, &other, false),
+        ];
+        for (quiet, backlog, active, want) in table {
+            assert_eq!(warrants_rebuild(quiet, backlog, active), want, "quiet {quiet}, backlog {backlog}, {active:?}");
+        }
+    }
+
+    #[test]
+    fn the_active_consumer_is_read_from_the_topic_stats() {
+        // The shape of `GET /admin/v2/persistent/{tenant}/{ns}/{topic}/stats` (Pulsar 4.0), abridged.
+        let stats: serde_json::Value = serde_json::from_str(
+            r#"{"msgBacklog": 3, "subscriptions": {
+                "lookout-ingester-v2": {"msgBacklog": 3, "type": "Failover",
+                    "activeConsumerName": "lookout-ingester-a",
+                    "consumers": [{"consumerName": "lookout-ingester-a"}, {"consumerName": "lookout-ingester-b"}]},
+                "other-sub": {"msgBacklog": 0, "type": "Exclusive", "consumers": []}}}"#,
+        )
+        .unwrap();
+        let sub = "lookout-ingester-v2";
+        assert_eq!(active_from_stats(&stats, sub, "lookout-ingester-a"), Active::Us);
+        assert_eq!(active_from_stats(&stats, sub, "lookout-ingester-b"), Active::Other("lookout-ingester-a".into()));
+        assert!(matches!(active_from_stats(&stats, "missing", "lookout-ingester-a"), Active::Unknown(_)));
+        assert!(matches!(active_from_stats(&stats, "other-sub", "lookout-ingester-a"), Active::Unknown(_)));
+    }
+
+    #[test]
+    fn the_admin_url_is_configured_or_derived_from_the_service_url() {
+        assert_eq!(admin_url(Some("http://pulsar:8080/"), "pulsar://x:6650").as_deref(), Some("http://pulsar:8080"));
+        assert_eq!(admin_url(None, "pulsar://pulsar:6650").as_deref(), Some("http://pulsar:8080"));
+        assert_eq!(admin_url(Some(" "), "pulsar://127.0.0.1:6652").as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(admin_url(None, "pulsar+ssl://b.example:6651").as_deref(), Some("https://b.example:8443"));
+        assert_eq!(admin_url(None, "pulsar://a:6650,b:6650/").as_deref(), Some("http://a:8080"));
+        assert_eq!(admin_url(None, "pulsar://broker").as_deref(), Some("http://broker:8080"));
+        assert_eq!(admin_url(None, "http://nope"), None);
+    }
+
+    #[test]
+    fn chunked_admin_answers_are_decoded() {
+        assert_eq!(dechunk(b"4\r\n{\"a\"\r\n3;x=y\r\n:1}\r\n0\r\n\r\n").unwrap(), b"{\"a\":1}");
+        assert!(dechunk(b"9\r\nshort").is_err());
     }
 
     #[test]
