@@ -28,8 +28,8 @@ pub fn apply(ctx: &mut Ctx<'_>, e: &JobErrors, out: &mut RowChanges) {
     };
     let message_text = message.and_then(|m| ctx.fx.fit_opt(m, Some(limits::FAILURE_MESSAGE), "job.ingester_failure_message"));
     if state == job_state::REJECTED {
-        let text = message.map(|m| ctx.fx.fit(m, None, "job_error.error")).unwrap_or_default();
-        out.create_job_error(JobErrorRow { job_id: job_id.clone(), error: ctx.blob(text.as_bytes()), source: ctx.id });
+        let blob = ctx.blob(message.unwrap_or_default());
+        out.create_job_error(JobErrorRow { job_id: job_id.clone(), error: blob, source: ctx.id });
     }
     let failure = JobFailure {
         category: ctx.fx.fit_opt(&error.failure_category, Some(limits::CATEGORY), "job.ingester_failure_category"),

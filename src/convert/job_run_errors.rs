@@ -18,24 +18,24 @@ pub fn apply(ctx: &mut Ctx<'_>, e: &JobRunErrors, out: &mut RowChanges) {
     };
     let mut node = None;
     let mut exit_code = None;
-    let mut debug = None;
-    let (state, text): (i16, Option<String>) = match &error.reason {
+    let mut debug: &[u8] = &[];
+    let (state, text): (i16, &[u8]) = match &error.reason {
         Some(Reason::PodError(p)) => {
             node = ctx.fx.fit_opt(&p.node_name, Some(limits::NODE), "job_run.node");
             exit_code = Some(p.container_errors.iter().map(|c| c.exit_code).find(|&c| c != 0).unwrap_or(0));
-            debug = ctx.fx.fit_opt(&p.debug_message, None, "job_run.debug");
-            (run_state::FAILED, ctx.fx.fit_opt(&p.message, None, "job_run.error"))
+            debug = &p.debug_message;
+            (run_state::FAILED, &p.message)
         }
         Some(Reason::PodLeaseReturned(p)) => {
-            debug = ctx.fx.fit_opt(&p.debug_message, None, "job_run.debug");
-            (run_state::LEASE_RETURNED, ctx.fx.fit_opt(&p.message, None, "job_run.error"))
+            debug = &p.debug_message;
+            (run_state::LEASE_RETURNED, &p.message)
         }
-        Some(Reason::LeaseExpired(_)) => (run_state::LEASE_EXPIRED, Some("Lease expired".into())),
-        Some(Reason::ReconciliationError(r)) => (run_state::FAILED, ctx.fx.fit_opt(&r.message, None, "job_run.error")),
-        _ => (run_state::FAILED, Some("Unknown error".into())),
+        Some(Reason::LeaseExpired(_)) => (run_state::LEASE_EXPIRED, b"Lease expired"),
+        Some(Reason::ReconciliationError(r)) => (run_state::FAILED, &r.message),
+        _ => (run_state::FAILED, b"Unknown error"),
     };
-    let error_blob = text.map(|t| ctx.blob(t.as_bytes()));
-    let debug_blob = debug.map(|d| ctx.blob(d.as_bytes()));
+    let error_blob = ctx.blob_opt(text);
+    let debug_blob = ctx.blob_opt(debug);
     let run = out.run(&run_id, &job_id);
     if error.terminal {
         let category = ctx.fx.fit_opt(&error.failure_category, Some(limits::CATEGORY), "job_run.failure_category");

@@ -11,7 +11,7 @@ use super::Ctx;
 pub fn apply(ctx: &mut Ctx<'_>, e: &JobRunPreempted, out: &mut RowChanges) {
     let Some(job_id) = ctx.job_id(out, &e.preempted_job_id, "jobRunPreempted") else { return };
     let Some(run_id) = ctx.run_id(out, &e.preempted_run_id, "jobRunPreempted") else { return };
-    let reason = ctx.fx.fit_opt(&e.reason, None, "job_run.error");
+    let reason = ctx.fx.fit_opt(&e.reason, None, "job_run.scheduler_termination_reason");
     let preempting = ctx.fx.fit_opt(&e.preempting_job_id, None, "job_run.scheduler_termination_reason");
     let requestor = ctx
         .fx
@@ -36,7 +36,7 @@ pub fn apply(ctx: &mut Ctx<'_>, e: &JobRunPreempted, out: &mut RowChanges) {
     let end = RunEnd {
         state: run_state::PREEMPTED,
         at: Some(ctx.ts),
-        error: reason.map(|r| ctx.blob(r.as_bytes())),
+        error: ctx.blob_opt(&e.reason),
         termination_reason,
         ..Default::default()
     };

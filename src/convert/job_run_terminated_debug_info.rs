@@ -1,5 +1,5 @@
-//! `JobRunTerminatedDebugInfo` (26): the debug document of an ended run, compressed into `debug`. State untouched;
-//! an empty document writes nothing (spec §6 D9).
+//! `JobRunTerminatedDebugInfo` (26): the debug document of an ended run, compressed into `debug` as sent. State
+//! untouched; an empty document writes nothing (spec §6 D9).
 
 use crate::changes::RowChanges;
 use crate::proto::armadaevents::JobRunTerminatedDebugInfo;
@@ -9,7 +9,6 @@ use super::Ctx;
 pub fn apply(ctx: &mut Ctx<'_>, e: &JobRunTerminatedDebugInfo, out: &mut RowChanges) {
     let Some(job_id) = ctx.job_id(out, &e.job_id, "jobRunTerminatedDebugInfo") else { return };
     let Some(run_id) = ctx.run_id(out, &e.run_id, "jobRunTerminatedDebugInfo") else { return };
-    let Some(text) = ctx.fx.fit_opt(&e.debug_message, None, "job_run.debug") else { return };
-    let blob = ctx.blob(text.as_bytes());
+    let Some(blob) = ctx.blob_opt(&e.debug_message) else { return };
     out.run(&run_id, &job_id).debug_info(blob, ctx.id);
 }

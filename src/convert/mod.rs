@@ -127,9 +127,15 @@ impl Ctx<'_> {
         }
     }
 
-    /// Zlib stream of a text value (spec §5.6).
+    /// Zlib stream of a value for a `bytea` blob column (spec §5.6). Blobs hold the producer's bytes untouched:
+    /// `bytea` takes NUL and any byte, and Lookout shows them as text itself.
     pub fn blob(&self, data: &[u8]) -> Vec<u8> {
         blob::zlib(data, self.conv.compression_threshold)
+    }
+
+    /// [`Ctx::blob`], or `None` for an empty value ("no value", spec §6 D9).
+    pub fn blob_opt(&self, data: &[u8]) -> Option<Vec<u8>> {
+        (!data.is_empty()).then(|| self.blob(data))
     }
 }
 
