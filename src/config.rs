@@ -155,13 +155,14 @@ pub struct PulsarConfig {
     pub jwt_token: Option<String>,
     /// Idle watchdog (0 disables it; default 5m): rebuild the consumer when one of its partitions has delivered
     /// nothing for this long while the broker reports a backlog for the subscription, nothing of ours from that
-    /// partition awaits commit, and this consumer is the partition's *active* consumer. The last point is asked of
-    /// Pulsar's admin API (`subscriptions.<sub>.activeConsumerName` in the partition's stats, compared with
-    /// `consumer_name`, so replicas need distinct consumer names — the default per-host name is), at
-    /// `pulsar.rest_url` (Armada's `pulsar.restURL`) or else `http://<service host>:8080`. On a Failover
-    /// subscription shared by several replicas, the partitions another replica consumes are silent with a backlog
-    /// here too; they never cause a rebuild. When the admin API cannot answer (unreachable, `https://`, which is not
-    /// supported), the watchdog logs a warning and does not rebuild.
+    /// partition awaits commit, and this consumer is the partition's *active* consumer (or the broker lists no
+    /// consumer there at all: ours is lost). That last point is asked of Pulsar's admin API
+    /// (`subscriptions.<sub>.activeConsumerName` in the partition's stats, compared with `consumer_name`, so
+    /// replicas need distinct consumer names; the default per-host name is) at `pulsar.rest_url` (Armada's
+    /// `pulsar.restURL`), else `http://<service host>:8080`. On a Failover subscription shared by several replicas,
+    /// the partitions another replica consumes are silent with a backlog here too; they never cause a rebuild. When
+    /// the admin API cannot answer (unreachable, or `https://`, which is not supported), the watchdog logs a
+    /// warning and does not rebuild.
     #[serde(with = "humantime_serde")]
     pub idle_rebuild_after: Duration,
 

@@ -688,8 +688,9 @@ impl Source {
     /// them, it asks the admin API which consumer is the partition's active one, and rebuilds only when it is this
     /// consumer ([`warrants_rebuild`]): on a Failover subscription shared by several replicas, a partition another
     /// replica consumes is silent here with a backlog too, and rebuilding for it would only disturb the consumer.
-    /// When the answer cannot be had (no admin API), it says so and does not rebuild. A consumer whose own stats
-    /// request fails or times out is rebuilt.
+    /// It also rebuilds when the broker lists no consumer on the partition (ours is gone there). When the answer
+    /// cannot be had (no admin API), it says so and does not rebuild. A consumer whose own stats request fails or
+    /// times out is rebuilt.
     async fn idle_and_stuck(&self, live: &mut Option<Live>, tracker: &AckTracker) -> bool {
         let idle = self.settings.idle_rebuild_after;
         let Some(l) = live.as_mut() else { return false };
@@ -740,7 +741,7 @@ impl Source {
                     "partition delivers nothing while the broker reports a backlog, but whether this consumer is its \
                      active consumer is unknown; not rebuilding"
                 ),
-                Active::Us => {}
+                Active::Us | Active::Nobody => {}
             }
         }
         false
@@ -770,6 +771,8 @@ impl Source {
 enum Active {
     /// This consumer (same consumer name).
     Us,
+    /// No consumer at all, or no such subscription: the broker does not know the consumer we think we have.
+    Nobody,
     /// Another consumer, e.g. another replica: silence here is normal.
     Other(String),
     /// Could not be found out, and why.
@@ -780,19 +783,22 @@ enum Active {
 /// nothing of ours awaiting commit (`quiet`), the broker holds a backlog for the subscription, and this consumer
 /// is the one the broker should be delivering it to.
 fn warrants_rebuild(quiet: bool, backlog: u64, active: &Active) -> bool {
-    quiet && backlog > 0 && *active == Active::Us
+    quiet && backlog > 0 && matches!(active, Active::Us | Active::Nobody)
 }
 
 /// Reads `subscriptions.<subscription>.activeConsumerName` from a topic's stats (admin API JSON) and compares it
 /// with our consumer name. Replicas must therefore have distinct consumer names (the default,
 /// `lookout-ingester-<hostname>`, is).
 fn active_from_stats(stats: &serde_json::Value, subscription: &str, consumer: &str) -> Active {
-    let Some(sub) = stats.get("subscriptions").and_then(|s| s.get(subscription)) else {
-        return Active::Unknown(format!("the topic stats have no subscription {subscription:?}"));
+    let Some(subscriptions) = stats.get("subscriptions").and_then(|s| s.as_object()) else {
+        return Active::Unknown("the answer has no subscriptions".into());
     };
+    let Some(sub) = subscriptions.get(subscription) else { return Active::Nobody };
+    let consumers = sub.get("consumers").and_then(|c| c.as_array()).map(Vec::len);
     match sub.get("activeConsumerName").and_then(|n| n.as_str()) {
         Some(name) if name == consumer => Active::Us,
         Some(name) => Active::Other(name.to_string()),
+        None if consumers == Some(0) => Active::Nobody,
         None => Active::Unknown("the subscription stats name no active consumer".into()),
     }
 }
@@ -1007,6 +1013,7 @@ mod tests {
         // quiet, backlog, active → rebuild?
         let table = [
             (true, 3, &us, true),
+            (true, 3, &Active::Nobody, true), // the broker has no consumer there: ours is lost
             (true, 3, &other, false), // another replica owns it: silence is normal
             (true, 3, &unknown, false),
             (true, 0, &us, false),  // nothing to deliver
@@ -1032,8 +1039,11 @@ mod tests {
         let sub = "lookout-ingester-v2";
         assert_eq!(active_from_stats(&stats, sub, "lookout-ingester-a"), Active::Us);
         assert_eq!(active_from_stats(&stats, sub, "lookout-ingester-b"), Active::Other("lookout-ingester-a".into()));
-        assert!(matches!(active_from_stats(&stats, "missing", "lookout-ingester-a"), Active::Unknown(_)));
-        assert!(matches!(active_from_stats(&stats, "other-sub", "lookout-ingester-a"), Active::Unknown(_)));
+        assert_eq!(active_from_stats(&stats, "missing", "lookout-ingester-a"), Active::Nobody);
+        assert_eq!(active_from_stats(&stats, "other-sub", "lookout-ingester-a"), Active::Nobody);
+        let odd: serde_json::Value = serde_json::from_str(r#"{"subscriptions": {"s": {"consumers": [{}]}}}"#).unwrap();
+        assert!(matches!(active_from_stats(&odd, "s", "a"), Active::Unknown(_)));
+        assert!(matches!(active_from_stats(&serde_json::json!({"reason": "x"}), "s", "a"), Active::Unknown(_)));
     }
 
     #[test]
