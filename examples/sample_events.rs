@@ -6,7 +6,8 @@
 //! cargo run --example sample_events -- --jobs 100 --pulsar pulsar://127.0.0.1:6650 --topic events
 //! cargo run --example sample_events -- --jobs 100 --count                  # how many events that is
 //! ```
-//! Published messages are keyed by job set and compressed with zlib in producer batches, like Armada's producers.
+//! Published messages are keyed by job set, routed to the job set's partition, and compressed with zlib in producer
+//! batches, like Armada's producers.
 
 #[path = "../tests/support/events.rs"]
 #[allow(dead_code)]
@@ -145,6 +146,9 @@ async fn publish(url: &str, topic: &str, messages: Vec<(String, Vec<u8>)>) -> Re
         .with_options(producer::ProducerOptions {
             compression: Some(pulsar::compression::Compression::Zlib(pulsar::compression::CompressionZlib::default())),
             batch_size: Some(100),
+            // Keyed messages go to the partition of their key (the job set), as with Armada's producers; without a
+            // policy the client spreads them round-robin.
+            routing_policy: Some(pulsar::routing_policy::RoutingPolicy::RoundRobin),
             ..Default::default()
         })
         .build()

@@ -58,6 +58,10 @@ pub struct Config {
     pub batch_duration: Duration,
     /// Maximum payload bytes per batch.
     pub batch_max_bytes: usize,
+    /// Writer lanes: partitions are spread over this many batchers and writers, each storing its batches in its
+    /// own transactions on its own connection, so a partitioned topic is written in parallel. A partition always
+    /// goes to the same lane, so its order is kept. 1 writes everything through one connection.
+    pub writers: usize,
     /// Blobs longer than this are compressed at level 1, shorter ones stored (level 0) (Armada:
     /// `minJobSpecCompressionSize`).
     pub min_job_spec_compression_size: usize,
@@ -228,6 +232,7 @@ impl Default for Config {
             batch_size: 10_000,
             batch_duration: Duration::from_millis(500),
             batch_max_bytes: 32 * 1024 * 1024,
+            writers: 2,
             min_job_spec_compression_size: 1024,
             user_annotation_prefix: None,
             annotations: AnnotationsConfig::default(),
@@ -370,6 +375,9 @@ impl Config {
         }
         if self.batch_duration.is_zero() {
             bail!("invalid configuration: batch_duration must be greater than 0");
+        }
+        if !(1..=16).contains(&self.writers) {
+            bail!("invalid configuration: writers must be between 1 and 16 (got {})", self.writers);
         }
         if self.batch_max_bytes < 1024 {
             bail!("invalid configuration: batch_max_bytes must be at least 1024");

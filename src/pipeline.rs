@@ -1,13 +1,19 @@
 //! Pipeline: wires source → batch → writer, and the writer's commits back to the source for acknowledgement.
 //!
 //! ```text
-//!  source ──RawMessage (bounded)──▶ batch::run ──Batch (1 slot)──▶ writer (Store::write) ──┐
-//!    ▲                                                                                    │
-//!    └──────────────────────── committed positions (bounded) ─────────────────────────────┘
+//!                         ┌─ lane 0: batch::run ──Batch (1 slot)──▶ writer (Store::write) ─┐
+//!  source ──▶ router ─────┤                                                                ├─┐
+//!    ▲     (by partition) └─ lane 1: batch::run ──Batch (1 slot)──▶ writer (Store::write) ─┘ │
+//!    └──────────────────────── committed positions (bounded) ──────────────────────────────────┘
 //! ```
 //!
-//! Every channel is bounded, so memory stays bounded: at most one batch being converted, one waiting, one being
-//! stored. Decoding and converting batch N+1 overlaps storing batch N.
+//! Lanes (`writers`, default 2) let a partitioned topic be written in parallel, one transaction per batch per lane
+//! on its own connection, as Armada's ingester writes its tables in parallel. A partition always goes to the same
+//! lane, so its messages keep their order and each partition's position advances in one place; lanes touch
+//! disjoint jobs because a job's events all travel in its job set's partition.
+//!
+//! Every channel is bounded, so memory stays bounded: per lane at most one batch being converted, one waiting, one
+//! being stored. Decoding and converting batch N+1 overlaps storing batch N.
 //!
 //! Shutdown (the token fires): the source stops reading, the batcher sends its open batch and ends, the writer
 //! stores what it has been given and ends, the source acknowledges what committed and ends. A batch whose store is
@@ -47,10 +53,11 @@ pub async fn run(
     converter: Converter,
     limits: Limits,
     store: Arc<Store>,
+    lanes: usize,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    let lanes = lanes.max(1);
     let (msg_tx, msg_rx) = mpsc::channel::<RawMessage>(MESSAGE_CHANNEL);
-    let (batch_tx, batch_rx) = mpsc::channel::<Batch>(BATCH_CHANNEL);
     let (commit_tx, commit_rx) = mpsc::channel::<Committed>(COMMIT_CHANNEL);
 
     let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
@@ -58,16 +65,27 @@ pub async fn run(
         let cancel = cancel.clone();
         async move { ("source", source.run(msg_tx, commit_rx, cancel).await) }
     });
-    tasks.spawn({
-        let cancel = cancel.clone();
-        async move {
-            batch::run(msg_rx, batch_tx, converter, limits, cancel).await;
-            ("batcher", Ok(()))
-        }
-    });
-    tasks.spawn({
-        let cancel = cancel.clone();
-        async move { ("writer", write_batches(store, batch_rx, commit_tx, cancel).await) }
+    let mut lane_inputs = Vec::with_capacity(lanes);
+    for _ in 0..lanes {
+        let (lane_tx, lane_rx) = mpsc::channel::<RawMessage>(MESSAGE_CHANNEL);
+        let (batch_tx, batch_rx) = mpsc::channel::<Batch>(BATCH_CHANNEL);
+        lane_inputs.push(lane_tx);
+        tasks.spawn({
+            let (cancel, converter) = (cancel.clone(), converter.clone());
+            async move {
+                batch::run(lane_rx, batch_tx, converter, limits, cancel).await;
+                ("batcher", Ok(()))
+            }
+        });
+        tasks.spawn({
+            let (cancel, store, commit_tx) = (cancel.clone(), store.clone(), commit_tx.clone());
+            async move { ("writer", write_batches(store, batch_rx, commit_tx, cancel).await) }
+        });
+    }
+    drop(commit_tx);
+    tasks.spawn(async move {
+        route(msg_rx, lane_inputs).await;
+        ("router", Ok(()))
     });
 
     let mut first_error: Option<anyhow::Error> = None;
@@ -93,6 +111,47 @@ pub async fn run(
     match first_error {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Sends each message to its partition's lane; ends (closing every lane) when the source's channel closes.
+async fn route(mut input: mpsc::Receiver<RawMessage>, lanes: Vec<mpsc::Sender<RawMessage>>) {
+    while let Some(msg) = input.recv().await {
+        let lane = lane_of(&msg.position.source, lanes.len());
+        if lanes[lane].send(msg).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The lane of a partition: its number modulo the lanes for `…-partition-N` topics (so partitions spread evenly),
+/// else a stable hash of the topic name.
+fn lane_of(partition: &str, lanes: usize) -> usize {
+    let number = partition.rsplit_once("-partition-").and_then(|(_, n)| n.parse::<usize>().ok());
+    match number {
+        Some(n) => n % lanes,
+        None => {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            partition.hash(&mut h);
+            (h.finish() % lanes as u64) as usize
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lane_of;
+
+    #[test]
+    fn partitions_spread_evenly_over_lanes_and_stay_put() {
+        let lanes: Vec<usize> =
+            (0..4).map(|i| lane_of(&format!("persistent://public/default/events-partition-{i}"), 2)).collect();
+        assert_eq!(lanes, vec![0, 1, 0, 1]);
+        let plain = lane_of("persistent://public/default/events", 3);
+        assert!(plain < 3);
+        assert_eq!(plain, lane_of("persistent://public/default/events", 3));
+        assert_eq!(lane_of("x-partition-7", 1), 0);
     }
 }
 

@@ -77,11 +77,12 @@ impl App {
 
         let converter = Converter::from_config(&config);
         let store = Arc::new(
-            Store::connect(
+            Store::connect_lanes(
                 options,
                 converter.clone(),
                 Some(config.subscription_name.clone()),
                 Duration::from_secs(config.max_backoff),
+                config.writers,
             )
             .await
             .context("cannot set up the Postgres writer")?,
@@ -105,7 +106,8 @@ impl App {
             let cancel = cancel.clone();
             let source = Source::new(settings, status.clone());
             let store = store.clone();
-            async move { ("pipeline", pipeline::run(source, converter, limits, store, cancel).await) }
+            let lanes = config.writers;
+            async move { ("pipeline", pipeline::run(source, converter, limits, store, lanes, cancel).await) }
         });
         tasks.spawn({
             let cancel = cancel.clone();

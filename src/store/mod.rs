@@ -146,15 +146,27 @@ struct Applied {
 }
 
 impl Store {
-    /// Builds the writer pool (two connections: one writing, one spare for a reconnect).
+    /// Builds the writer pool for one writer (see [`Store::connect_lanes`]).
     pub async fn connect(
         options: sqlx::postgres::PgConnectOptions,
         converter: Converter,
         subscription: Option<String>,
         max_backoff: Duration,
     ) -> sqlx::Result<Store> {
+        Self::connect_lanes(options, converter, subscription, max_backoff, 1).await
+    }
+
+    /// Builds the writer pool for `lanes` concurrent writers: one connection each, plus one spare (statistics
+    /// refresh, reconnects). Concurrent writes must touch disjoint partitions, as the pipeline's lanes do.
+    pub async fn connect_lanes(
+        options: sqlx::postgres::PgConnectOptions,
+        converter: Converter,
+        subscription: Option<String>,
+        max_backoff: Duration,
+        lanes: usize,
+    ) -> sqlx::Result<Store> {
         let pool = PgPoolOptions::new()
-            .max_connections(2)
+            .max_connections(lanes.max(1) as u32 + 1)
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(|conn, _meta| {
