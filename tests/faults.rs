@@ -56,8 +56,8 @@ fn submit_with_nul_namespace(job: &str) -> lookout_ingester::proto::armadaevents
     kind
 }
 
-/// Poison that makes any double application visible: quarantined and sanitized rows are written once per delivery
-/// that commits, so a message applied twice leaves two rows.
+/// Poison among the stream: quarantined and sanitized rows are written once per delivery that commits, so a
+/// message applied twice leaves two rows (see also `harness::witnessed`, which makes every message such a witness).
 fn doubling_witnesses(tag: &str, n: usize) -> Vec<Keyed> {
     (0..n)
         .map(|i| {
@@ -100,8 +100,8 @@ fn child_spec(name: &str, db_url: &str, b: &Broker, topic: &str, subscription: &
 /// The real binary is killed with SIGKILL at random moments, at least 10 times, while a stream of thousands of
 /// events (4 partitions, zlib, producer batches of up to 100 messages) flows; each time it is started again. The
 /// batches are small (40 events), so kills land between and inside transactions and between a commit and its ack.
-/// At the end every table equals the reference — nothing lost, nothing doubled (the stream carries quarantined and
-/// sanitized witnesses, which would be recorded twice if a message were applied twice) — and the backlog is 0.
+/// At the end every table equals the reference — nothing lost, nothing doubled (every message carries a value that
+/// is sanitized, and some are quarantined: applied twice, a message would leave two rows) — and the backlog is 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     init_logs();
@@ -114,7 +114,7 @@ async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     let topic = b.create_partitioned_topic(&name, PARTITIONS).await;
     let db = TestDb::migrated().await;
 
-    let messages = interleave(stream(&id[..6], 700, T0), doubling_witnesses(&id[..6], 12));
+    let messages = witnessed(interleave(stream(&id[..6], 700, T0), doubling_witnesses(&id[..6], 12)));
     let events: usize = messages.len() + 700; // one message in the job's life holds two events
     eprintln!("[faults] {} messages, ~{events} events", messages.len());
     let want = tokio::spawn({
@@ -464,7 +464,7 @@ async fn two_instances_share_the_partitions_and_one_takes_over_when_the_other_is
     const PARTITIONS: u32 = 4;
     let topic = b.create_partitioned_topic(&name, PARTITIONS).await;
     let db = TestDb::migrated().await;
-    let messages = interleave(stream(tag, 420, T0), doubling_witnesses(tag, 9));
+    let messages = witnessed(interleave(stream(tag, 420, T0), doubling_witnesses(tag, 9)));
     let want = tokio::spawn({
         let payloads = payloads(&messages);
         async move { reference(&payloads, &Config::default(), 500).await }
@@ -724,7 +724,7 @@ async fn pulsar_and_postgres_restarts_mid_stream_resume_by_themselves() {
     const BATCH: usize = 100;
     let topic = b.create_partitioned_topic(&name, PARTITIONS).await;
     let db = ServerDb::create(&private_pg_url()).await;
-    let messages = interleave(stream(tag, 600, T0), doubling_witnesses(tag, 9));
+    let messages = witnessed(interleave(stream(tag, 600, T0), doubling_witnesses(tag, 9)));
     let want = tokio::spawn({
         let payloads = payloads(&messages);
         async move { reference(&payloads, &Config::default(), 500).await }
@@ -819,7 +819,7 @@ async fn a_broker_crash_and_restart_loses_and_doubles_nothing() {
     let partitioned = b.create_partitioned_topic(&p_name, 2).await;
     let plain = b.create_topic(&s_name).await;
     let (db_p, db_s) = (TestDb::migrated().await, TestDb::migrated().await);
-    let messages = interleave(stream(tag, 300, T0), doubling_witnesses(tag, 6));
+    let messages = witnessed(interleave(stream(tag, 300, T0), doubling_witnesses(tag, 6)));
     let want = tokio::spawn({
         let payloads = payloads(&messages);
         async move { reference(&payloads, &Config::default(), 500).await }
@@ -874,7 +874,11 @@ async fn a_broker_crash_and_restart_loses_and_doubles_nothing() {
         let text = child.metrics().await;
         let rebuilt = metric(&text, "lookout_ingester_consumer_rebuilds_total", "");
         let rescued = metric(&text, "lookout_ingester_consumer_rebuilds_total", "reason=\"idle_watchdog\"");
-        eprintln!("[faults] {}: consumer rebuilds {rebuilt}, by the idle watchdog {rescued}", child.name);
+        let dropped = metric(&text, "lookout_ingester_redeliveries_dropped_total", "");
+        eprintln!(
+            "[faults] {}: consumer rebuilds {rebuilt}, by the idle watchdog {rescued}; redeliveries dropped {dropped}",
+            child.name
+        );
     }
     let rebuilt = metric(&cs.metrics().await, "lookout_ingester_consumer_rebuilds_total", "");
     assert!(rebuilt >= 1.0, "the plain topic's consumer must have been rebuilt");

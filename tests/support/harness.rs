@@ -574,6 +574,25 @@ pub fn stream(tag: &str, jobs: usize, t0: i64) -> Vec<Keyed> {
     timed.into_iter().map(|(_, _, _, m)| m).collect()
 }
 
+/// The same messages with a NUL byte in every sequence's user (`al\0ice`): the owner is stored as `alice` and the
+/// original recorded in `lookout_ingester.sanitized_value`, once per message applied. A message applied twice (a
+/// redelivery not skipped) leaves two rows, so any double application shows in the tables. Messages that do not
+/// decode are left as they are.
+pub fn witnessed(messages: Vec<Keyed>) -> Vec<Keyed> {
+    use lookout_ingester::proto::armadaevents::EventSequence;
+    use prost::Message as _;
+    messages
+        .into_iter()
+        .map(|(key, payload)| match EventSequence::decode(payload.as_slice()) {
+            Ok(mut seq) if !seq.events.is_empty() => {
+                seq.user_id = lookout_ingester::proto::Bytes::from_static(b"al\0ice");
+                (key, seq.encode_to_vec())
+            }
+            _ => (key, payload),
+        })
+        .collect()
+}
+
 /// Payloads only.
 pub fn payloads(messages: &[Keyed]) -> Vec<Vec<u8>> {
     messages.iter().map(|(_, p)| p.clone()).collect()
