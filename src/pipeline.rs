@@ -139,22 +139,6 @@ fn lane_of(partition: &str, lanes: usize) -> usize {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::lane_of;
-
-    #[test]
-    fn partitions_spread_evenly_over_lanes_and_stay_put() {
-        let lanes: Vec<usize> =
-            (0..4).map(|i| lane_of(&format!("persistent://public/default/events-partition-{i}"), 2)).collect();
-        assert_eq!(lanes, vec![0, 1, 0, 1]);
-        let plain = lane_of("persistent://public/default/events", 3);
-        assert!(plain < 3);
-        assert_eq!(plain, lane_of("persistent://public/default/events", 3));
-        assert_eq!(lane_of("x-partition-7", 1), 0);
-    }
-}
-
 /// The writer: stores each batch in one transaction and reports the committed positions to the source.
 async fn write_batches(
     store: Arc<Store>,
@@ -311,6 +295,17 @@ mod tests {
             })
             .collect();
         Batch { messages, changes: Default::default() }
+    }
+
+    #[test]
+    fn partitions_spread_evenly_over_lanes_and_stay_put() {
+        let lanes: Vec<usize> =
+            (0..4).map(|i| lane_of(&format!("persistent://public/default/events-partition-{i}"), 2)).collect();
+        assert_eq!(lanes, vec![0, 1, 0, 1]);
+        let plain = lane_of("persistent://public/default/events", 3);
+        assert!(plain < 3);
+        assert_eq!(plain, lane_of("persistent://public/default/events", 3));
+        assert_eq!(lane_of("x-partition-7", 1), 0);
     }
 
     #[test]
