@@ -18,6 +18,7 @@
 //!   of its partitions has delivered nothing for that long while the broker reports a backlog, nothing of ours is
 //!   waiting to be committed, and the admin API says this consumer is the partition's *active* consumer (on a
 //!   Failover subscription shared by several replicas, a partition another replica consumes is silent here too).
+//!   It also rebuilds when a partition's consumer dropped by the multi-topic consumer is not re-created in time.
 //! * **Shutdown.** On cancel it stops reading (dropping its output, so the batcher flushes), keeps acknowledging
 //!   what the writer still commits until the writer hangs up, then closes the consumer.
 
@@ -465,6 +466,8 @@ struct Live {
     last_watch: Instant,
     /// Partition consumers at subscription (the multi-topic consumer drops one that fails, and re-creates it later).
     partitions: usize,
+    /// Since when fewer partition consumers than `partitions` are alive (for the watchdog).
+    short_since: Option<Instant>,
     /// The ack last warned about per partition, so a failing ack is logged once, not every tick.
     warned: HashMap<Arc<str>, EntryId>,
 }
@@ -541,6 +544,7 @@ impl Source {
                                 delivered: HashMap::new(),
                                 last_watch: now,
                                 partitions: topics.len(),
+                                short_since: None,
                                 warned: HashMap::new(),
                             });
                             self.status.set_subscribed(true);
@@ -616,7 +620,9 @@ impl Source {
                     if consuming && pending.is_none() {
                         self.check_connection(&mut live).await;
                     }
-                    if consuming && pending.is_none() && self.idle_and_stuck(&mut live, &tracker).await {
+                    if consuming && self.partition_consumer_lost(&mut live) {
+                        retry = Some(self.tear_down(&mut live, &mut backoff, "partition_consumer_lost"));
+                    } else if consuming && pending.is_none() && self.idle_and_stuck(&mut live, &tracker).await {
                         retry = Some(self.tear_down(&mut live, &mut backoff, "idle_watchdog"));
                     }
                 }
@@ -680,6 +686,30 @@ impl Source {
             }
             self.status.set_subscribed(connected);
         }
+    }
+
+    /// Part of the watchdog (on when `idle_rebuild_after` is not 0): the multi-topic consumer drops a partition's
+    /// consumer whose stream ends (a broker restart) and re-creates it at its next topic refresh, but its re-creation
+    /// can fail for good (seen after a broker kill -9: both partitions gone, never back, nothing delivered, and
+    /// nothing else notices because the merged stream does not end). Checked every tick; the consumer is rebuilt when
+    /// a partition consumer has been missing for [`lost_grace`] of `idle_rebuild_after`.
+    fn partition_consumer_lost(&self, live: &mut Option<Live>) -> bool {
+        let idle = self.settings.idle_rebuild_after;
+        let Some(l) = live.as_mut() else { return false };
+        let alive = l.consumer.consumer_id().len();
+        if alive >= l.partitions {
+            l.short_since = None;
+            return false;
+        }
+        let since = *l.short_since.get_or_insert_with(Instant::now);
+        if !lost_too_long(alive, l.partitions, since.elapsed(), idle) {
+            return false;
+        }
+        tracing::warn!(
+            alive, partitions = l.partitions, missing_for = ?since.elapsed(),
+            "partition consumers lost and not re-created; rebuilding the consumer"
+        );
+        true
     }
 
     /// The idle watchdog (pulsar-rs #189 and relatives: a consumer, or one partition of it, can stop delivering
@@ -764,6 +794,18 @@ impl Source {
             Err(_) => Active::Unknown(format!("GET {url}: no answer within {ADMIN_TIMEOUT:?}")),
         }
     }
+}
+
+/// How long a partition consumer may be missing before the consumer is rebuilt: `idle_rebuild_after`, kept between
+/// three topic refreshes (the multi-topic consumer's own chance to re-create it) and a minute.
+fn lost_grace(idle: Duration) -> Duration {
+    idle.clamp(3 * TOPIC_REFRESH, Duration::from_secs(60))
+}
+
+/// Whether `alive` of `partitions` partition consumers, short for `missing_for`, warrants a rebuild (never with the
+/// watchdog off, `idle` 0).
+fn lost_too_long(alive: usize, partitions: usize, missing_for: Duration, idle: Duration) -> bool {
+    !idle.is_zero() && alive < partitions && missing_for >= lost_grace(idle)
 }
 
 /// Who the broker dispatches a partition to on our subscription (Failover: one active consumer per partition).
@@ -1023,6 +1065,18 @@ mod tests {
         for (quiet, backlog, active, want) in table {
             assert_eq!(warrants_rebuild(quiet, backlog, active), want, "quiet {quiet}, backlog {backlog}, {active:?}");
         }
+    }
+
+    #[test]
+    fn a_partition_consumer_missing_past_the_grace_rebuilds() {
+        let (s, m) = (Duration::from_secs(1), Duration::from_secs(60));
+        assert_eq!(lost_grace(5 * s), 30 * s);
+        assert_eq!(lost_grace(5 * m), m);
+        assert!(!lost_too_long(1, 2, 29 * s, 5 * s), "within three topic refreshes");
+        assert!(lost_too_long(1, 2, 30 * s, 5 * s));
+        assert!(lost_too_long(0, 2, m, 5 * m));
+        assert!(!lost_too_long(2, 2, 10 * m, 5 * m), "none missing");
+        assert!(!lost_too_long(0, 2, 10 * m, Duration::ZERO), "watchdog off");
     }
 
     #[test]

@@ -655,8 +655,12 @@ async fn sigterm_during_a_large_batch_commits_it_acks_it_and_exits_0() {
     assert!(after != at_signal && after.iter().all(|(t, p)| at_signal.get(t).is_none_or(|s| p >= s)),
         "the batch in flight was committed: {at_signal:?} → {after:?}");
     for p in 0..PARTITIONS {
-        let committed = after.get(&format!("{topic}-partition-{p}")).map(|(l, e, _)| (*l, *e));
-        assert_eq!(b.mark_delete(&topic, p, &sub).await, committed, "partition {p}: cursor = committed position");
+        let cursor = b.mark_delete(&topic, p, &sub).await;
+        match after.get(&format!("{topic}-partition-{p}")) {
+            Some((l, e, _)) => assert_eq!(cursor, Some((*l, *e)), "partition {p}: cursor = committed position"),
+            // Nothing committed there yet: nothing acknowledged (the cursor is before the first entry).
+            None => assert!(cursor.is_some_and(|(_, e)| e == -1), "partition {p}: nothing committed, cursor {cursor:?}"),
+        }
     }
     let backlog: u64 = b.backlogs(&topic, PARTITIONS, &sub).await.unwrap().iter().sum();
     eprintln!("[faults] after the stop: positions {after:?}, backlog {backlog}");
@@ -807,8 +811,9 @@ async fn pulsar_and_postgres_restarts_mid_stream_resume_by_themselves() {
 
 /// The broker is killed (kill -9) and started again while two instances consume, one a partitioned topic and one a
 /// plain topic: `/readyz` says so meanwhile, the consumers are rebuilt, and both databases end exactly as the
-/// reference with everything acknowledged. The idle watchdog (5 s here) rescues a partition that would stay silent
-/// with a backlog after the restart. Uses the private Pulsar.
+/// reference with everything acknowledged. The watchdog (`idle_rebuild_after` 5 s here) rescues a partition that
+/// stays silent with a backlog after the restart, or whose consumer the multi-topic consumer lost and does not
+/// re-create (seen in about one run of five without it). Uses the private Pulsar.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_crash_and_restart_loses_and_doubles_nothing() {
     init_logs();
@@ -877,10 +882,11 @@ async fn a_broker_crash_and_restart_loses_and_doubles_nothing() {
         child.wait_ready(Duration::from_secs(30)).await;
         let text = child.metrics().await;
         let rebuilt = metric(&text, "lookout_ingester_consumer_rebuilds_total", "");
-        let rescued = metric(&text, "lookout_ingester_consumer_rebuilds_total", "reason=\"idle_watchdog\"");
+        let rescued = metric(&text, "lookout_ingester_consumer_rebuilds_total", "reason=\"idle_watchdog\"")
+            + metric(&text, "lookout_ingester_consumer_rebuilds_total", "reason=\"partition_consumer_lost\"");
         let dropped = metric(&text, "lookout_ingester_redeliveries_dropped_total", "");
         eprintln!(
-            "[faults] {}: consumer rebuilds {rebuilt}, by the idle watchdog {rescued}; redeliveries dropped {dropped}",
+            "[faults] {}: consumer rebuilds {rebuilt}, by the watchdog {rescued}; redeliveries dropped {dropped}",
             child.name
         );
     }
