@@ -1,0 +1,88 @@
+//! Plan guards: the guarded merges of `store::job` and `store::job_run` reach stored rows by key, also on a young
+//! database whose tables were never analyzed (a rebuild from the topic runs faster than autovacuum looks). A plan
+//! that scans a table once per staged row is quadratic in the batch and was once seen taking 90% of a batch.
+//!
+//! The test looks at plan shapes only (`EXPLAIN`, nothing timed).
+
+mod common;
+mod support;
+
+use lookout_ingester::store::{job, job_run};
+use serde_json::Value;
+use sqlx::Executor;
+use support::events::*;
+
+const T0: i64 = 1_700_000_000;
+
+/// Seq scans of a real table that run once per row of an outer input (the inner side of a nested loop, or a
+/// subplan), as `(relation, path)`.
+fn per_row_scans(node: &Value, per_row: bool, path: &str, out: &mut Vec<(String, String)>) {
+    let kind = node["Node Type"].as_str().unwrap_or("?");
+    let relation = node["Relation Name"].as_str().unwrap_or("");
+    let here = format!("{path} > {kind}");
+    if per_row && kind == "Seq Scan" && matches!(relation, "job" | "job_run" | "job_spec" | "job_error") {
+        out.push((relation.to_string(), here.clone()));
+    }
+    let Some(children) = node["Plans"].as_array() else { return };
+    for child in children {
+        let relationship = child["Parent Relationship"].as_str().unwrap_or("");
+        let inner_of_loop = kind == "Nested Loop" && relationship == "Inner";
+        per_row_scans(child, per_row || inner_of_loop || relationship == "SubPlan", &here, out);
+    }
+}
+
+#[tokio::test]
+async fn merges_probe_stored_rows_by_key_while_statistics_are_missing() {
+    let db = common::TestDb::migrated().await;
+    let mut conn = db.connect().await;
+    // No statistics for the whole test: autovacuum must not analyze behind our back.
+    for table in ["job", "job_run", "job_spec", "job_error"] {
+        conn.execute(format!("ALTER TABLE {table} SET (autovacuum_enabled = false)").as_str()).await.unwrap();
+    }
+    // 2000 jobs with a run each (fewer inserted rows than make the store analyze on its own).
+    let jobs = 2000;
+    let messages: Vec<Vec<u8>> = (0..jobs)
+        .map(|i| {
+            let (job, run) = (format!("01plan{i:0>20}"), format!("00000000-0000-4000-8000-{i:0>12}"));
+            seq("q", "js")
+                .at(T0, submit_job(&job, 1, Some(pod(&[("cpu", "1")], None)), &[]))
+                .at(T0 + 1, leased(&job, &run, "cluster", "node", "pool"))
+                .encode()
+        })
+        .collect();
+    let summary = support::ingest::ingest(&db.url, &messages, 10_000).await;
+    assert_eq!(summary.events, 2 * jobs, "{summary:?}");
+    let analyzed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_user_tables WHERE relname IN ('job', 'job_run')
+           AND (last_analyze IS NOT NULL OR last_autoanalyze IS NOT NULL)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(analyzed, 0, "the tables must be without statistics for this test");
+
+    // Stage what a batch of progress and updates for every job and run looks like (in a transaction: the staging
+    // tables empty at commit).
+    conn.execute(job::STAGING).await.unwrap();
+    conn.execute(job_run::STAGING).await.unwrap();
+    conn.execute("BEGIN").await.unwrap();
+    conn.execute(
+        "INSERT INTO li_job_progress (job_id, run_id, phase, at)
+           SELECT job_id, run_id, phase, now() FROM job_run, generate_series(1, 3) phase;
+         INSERT INTO li_job_update (job_id, priority, priority_at) SELECT job_id, 2, now() FROM job;
+         INSERT INTO li_run_update (run_id, active_state, started) SELECT run_id, 2, now() FROM job_run",
+    )
+    .await
+    .unwrap();
+
+    let mut found = Vec::new();
+    for (name, statement) in [("job::UPDATE", job::UPDATE), ("job_run::UPDATE", job_run::UPDATE)] {
+        let plan: Value = sqlx::query_scalar(&format!("EXPLAIN (FORMAT JSON) {statement}"))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        let root = &plan[0]["Plan"];
+        per_row_scans(root, false, name, &mut found);
+    }
+    assert!(found.is_empty(), "tables scanned once per staged row: {found:#?}");
+}
