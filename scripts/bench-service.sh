@@ -19,9 +19,8 @@
 #      for S seconds to the caught-up service and prints the publish->commit quantiles of that phase alone (bucket
 #      deltas of the histogram, interpolated within buckets) and the CPU used;
 #   6. drops the database and the topic (--keep to keep them).
-# sample_events sets no key-based routing policy on its producer, so on a partitioned topic one job's events are
-# spread round-robin over the partitions and arrive out of order: the service's ordering guards and parked-event
-# path are part of what is measured. Use --partitions 1 for an in-order stream.
+# sample_events keys each message by its job set and routes it to the key's partition, as Armada's producers do, so
+# one job's events stay in one partition and in order. Use --partitions 1 for a single-partition stream.
 # Needs: cargo (for the build), psql, curl, and jq or python3. Load average is printed: other work on the machine
 # changes the numbers.
 set -euo pipefail

@@ -84,6 +84,10 @@ pub struct Config {
     /// How often the zombie gauge is recomputed (0 disables it).
     #[serde(with = "humantime_serde")]
     pub zombie_check_interval: Duration,
+    /// How often parked events whose parent job or run exists by now are re-applied (0 disables it). Catches what
+    /// the writers' own check after each commit could not (a crash between a commit and that check).
+    #[serde(with = "humantime_serde")]
+    pub parked_sweep_interval: Duration,
 
     // Armada keys accepted for compatibility and ignored.
     #[serde(skip_serializing)]
@@ -243,6 +247,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(25),
             zombie_threshold: Duration::from_secs(15 * 60),
             zombie_check_interval: Duration::from_secs(60),
+            parked_sweep_interval: Duration::from_secs(30),
             observability: None,
             profiling: None,
             fatal_insertion_errors: None,

@@ -87,7 +87,7 @@ pub fn record_store(report: &StoreReport, elapsed: Duration) {
     for (kind, n) in &report.parked_by_kind {
         counter!(PARKED, "event_kind" => kind.clone()).increment(*n);
     }
-    counter!(UNPARKED).increment(report.unparked as u64);
+    counter!(UNPARKED, "by" => "batch").increment(report.unparked as u64);
 }
 
 /// Dead letters and sanitized values of a committed batch.
@@ -150,6 +150,13 @@ pub fn acked(messages: u64) {
 
 pub fn consumer_rebuilt(reason: &'static str) {
     counter!(CONSUMER_REBUILDS, "reason" => reason).increment(1);
+}
+
+/// Parked events re-applied after their parent appeared in a concurrent transaction: `by` is `after_commit` (the
+/// writer's check once its batch committed) or `sweep` (the periodic sweep). Events a batch takes back because it
+/// creates their parent count as `by="batch"`.
+pub fn reconciled(by: &'static str, events: usize) {
+    counter!(UNPARKED, "by" => by).increment(events as u64);
 }
 
 pub fn parked_now(n: i64) {

@@ -229,14 +229,13 @@ JOIN job_run r ON r.run_id = j.latest_run_id
 WHERE j.state IN (2, 3, 8)
   AND r.finished < (now() AT TIME ZONE 'utc') - make_interval(secs => $1)";
 
-/// Every `interval` (0 disables it) sets the zombie-jobs gauge and the parked-events gauge.
-pub async fn zombie_gauge(
-    pool: PgPool,
-    store: Arc<Store>,
-    interval: Duration,
-    threshold: Duration,
-    cancel: CancellationToken,
-) {
+/// Runs `work` every `interval`, the first time right away, until `cancel` fires (also while it runs). An interval
+/// of 0 never runs it.
+async fn every<F, Fut>(interval: Duration, cancel: &CancellationToken, mut work: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     if interval.is_zero() {
         return;
     }
@@ -247,11 +246,40 @@ pub async fn zombie_gauge(
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let counted = tokio::select! {
+        tokio::select! {
             _ = cancel.cancelled() => return,
-            r = sqlx::query_scalar::<_, i64>(ZOMBIES).bind(threshold.as_secs_f64()).fetch_one(&pool) => r,
-        };
-        match counted {
+            _ = work() => {}
+        }
+    }
+}
+
+/// Every `interval` (0 disables it) re-applies the parked events whose parent job or run exists by now
+/// ([`Store::reconcile`]): events parked by a transaction concurrent with the one that created their parent, whose
+/// writer stopped before its own check after the commit.
+pub async fn parked_sweep(store: Arc<Store>, interval: Duration, cancel: CancellationToken) {
+    every(interval, &cancel, || async {
+        match store.reconcile(None).await {
+            Ok(0) => {}
+            Ok(n) => {
+                m::reconciled("sweep", n);
+                tracing::info!(events = n, "sweep: re-applied parked events whose parent exists now");
+            }
+            Err(e) => tracing::warn!(error = %e, "parked-event sweep failed (next try in {interval:?})"),
+        }
+    })
+    .await
+}
+
+/// Every `interval` (0 disables it) sets the zombie-jobs gauge and the parked-events gauge.
+pub async fn zombie_gauge(
+    pool: PgPool,
+    store: Arc<Store>,
+    interval: Duration,
+    threshold: Duration,
+    cancel: CancellationToken,
+) {
+    every(interval, &cancel, || async {
+        match sqlx::query_scalar::<_, i64>(ZOMBIES).bind(threshold.as_secs_f64()).fetch_one(&pool).await {
             Ok(n) => {
                 m::zombie_jobs(n);
                 if n > 0 {
@@ -260,15 +288,12 @@ pub async fn zombie_gauge(
             }
             Err(e) => tracing::warn!(error = %e, "zombie gauge query failed"),
         }
-        let parked = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = store.parked_count() => r,
-        };
-        match parked {
+        match store.parked_count().await {
             Ok(n) => m::parked_now(n),
             Err(e) => tracing::warn!(error = %e, "parked-events count failed"),
         }
-    }
+    })
+    .await
 }
 
 #[cfg(test)]

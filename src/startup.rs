@@ -110,6 +110,13 @@ impl App {
             async move { ("pipeline", pipeline::run(source, converter, limits, store, lanes, cancel).await) }
         });
         tasks.spawn({
+            let (cancel, store, interval) = (cancel.clone(), store.clone(), config.parked_sweep_interval);
+            async move {
+                pipeline::parked_sweep(store, interval, cancel).await;
+                ("parked sweep", Ok(()))
+            }
+        });
+        tasks.spawn({
             let cancel = cancel.clone();
             let (interval, threshold) = (config.zombie_check_interval, config.zombie_threshold);
             async move {

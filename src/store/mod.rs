@@ -64,6 +64,10 @@ pub struct StoreReport {
     pub unparked: usize,
     pub quarantined: u64,
     pub sanitized: u64,
+    /// Jobs and runs this transaction created, or parked events for: once it has committed, parked events waiting
+    /// for them whose parent exists are re-applied (see [`Store::reconcile`]).
+    pub watch_jobs: Vec<String>,
+    pub watch_runs: Vec<String>,
     /// Transactions tried before this one committed.
     pub attempts: u32,
     /// Whether poison rows had to be isolated.
@@ -134,6 +138,9 @@ struct Growth {
     running: bool,
 }
 
+/// Parked events re-applied per transaction by [`Store::reconcile`].
+const RECONCILE_ROUND: i64 = 10_000;
+
 const ANALYZE_MIN_ROWS: u64 = 5_000;
 const ANALYZE_GROWTH: f64 = 9.0;
 
@@ -156,8 +163,8 @@ impl Store {
         Self::connect_lanes(options, converter, subscription, max_backoff, 1).await
     }
 
-    /// Builds the writer pool for `lanes` concurrent writers: one connection each, plus one spare (statistics
-    /// refresh, reconnects). Concurrent writes must touch disjoint partitions, as the pipeline's lanes do.
+    /// Builds the writer pool for `lanes` concurrent writers: one connection each, plus two spares (statistics
+    /// refresh, the parked-event sweep, reconnects). Concurrent writes must touch disjoint partitions, as the pipeline's lanes do.
     pub async fn connect_lanes(
         options: sqlx::postgres::PgConnectOptions,
         converter: Converter,
@@ -166,7 +173,7 @@ impl Store {
         lanes: usize,
     ) -> sqlx::Result<Store> {
         let pool = PgPoolOptions::new()
-            .max_connections(lanes.max(1) as u32 + 1)
+            .max_connections(lanes.max(1) as u32 + 2)
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(|conn, _meta| {
@@ -207,6 +214,7 @@ impl Store {
                     report.isolated = isolate;
                     m::record_store(&report, started.elapsed());
                     self.refresh_statistics(&report).await;
+                    self.reconcile_after(&report).await;
                     return Ok(report);
                 }
                 Err(e) => {
@@ -290,6 +298,7 @@ impl Store {
         // 4. park orphans, record dead letters and sanitized values.
         let park_rows = parked_rows(&view, &applied.to_park);
         report.parked = parked::insert(&mut tx, &park_rows).await?;
+        (report.watch_jobs, report.watch_runs) = watch_list(&self.converter, &view, &park_rows);
         for row in &park_rows {
             match report.parked_by_kind.iter_mut().find(|(k, _)| *k == row.event_kind) {
                 Some((_, n)) => *n += 1,
@@ -444,6 +453,85 @@ impl Store {
         });
     }
 
+    /// After a commit. A concurrent transaction (another lane, or another replica) may have parked an event whose
+    /// parent this one created, or created the parent of an event this one parked: neither saw the other's
+    /// uncommitted rows. Whichever of the two commits last finds the pair here, so the event is applied now instead
+    /// of waiting for ever. A failure is logged and left to the periodic sweep ([`Store::reconcile`] with `None`).
+    async fn reconcile_after(&self, report: &StoreReport) {
+        if report.watch_jobs.is_empty() && report.watch_runs.is_empty() {
+            return;
+        }
+        match self.reconcile(Some((&report.watch_jobs, &report.watch_runs))).await {
+            Ok(0) => {}
+            Ok(n) => {
+                m::reconciled("after_commit", n);
+                tracing::info!(events = n, "re-applied parked events whose parent a concurrent transaction created");
+            }
+            Err(e) => tracing::warn!(error = %e, "could not re-check parked events after a commit (the sweep will)"),
+        }
+    }
+
+    /// Re-applies parked events whose parent job or run exists now: those waiting for the given jobs and runs, or
+    /// all of them (`None`, the periodic sweep, in rounds of [`RECONCILE_ROUND`]). Each round is one transaction:
+    /// the events are taken, applied with the events waiting for what they create, and whatever still lacks a
+    /// parent is parked again. Returns the number of events taken.
+    pub async fn reconcile(&self, only: Option<(&[String], &[String])>) -> sqlx::Result<usize> {
+        let mut conn = self.pool.acquire().await?;
+        if !parked::any(&mut conn).await? {
+            return Ok(0);
+        }
+        let (mut total, mut rounds, mut isolate) = (0, 0, false);
+        while rounds < 16 {
+            match self.reconcile_round(&mut conn, only, isolate).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    total += n;
+                    rounds += 1;
+                    if only.is_some() {
+                        break;
+                    }
+                }
+                Err(e) if classify(&e) == ErrorClass::Data && !isolate => isolate = true,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(total)
+    }
+
+    async fn reconcile_round(
+        &self,
+        conn: &mut PgConnection,
+        only: Option<(&[String], &[String])>,
+        isolate: bool,
+    ) -> sqlx::Result<usize> {
+        let mut tx = conn.begin().await?;
+        let rows = parked::take_resolved(&mut tx, only, RECONCILE_ROUND).await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let taken = rows.len();
+        let mut messages: Vec<DecodedMessage> = rows.into_iter().map(unparked_message).collect();
+        let refs: Vec<&DecodedMessage> = messages.iter().collect();
+        let waiting = take_parked(&mut tx, &self.converter, &refs).await?;
+        messages.extend(waiting);
+        messages.sort_by(|a, b| (&a.raw.position, a.event_base).cmp(&(&b.raw.position, b.event_base)));
+        let view: Vec<&DecodedMessage> = messages.iter().collect();
+        let mut rejected: Vec<Quarantined> = Vec::new();
+        let applied = if isolate {
+            self.isolate(&mut tx, &view, &mut rejected).await?
+        } else {
+            apply(&mut tx, &self.converter.convert(&view, &|_| true), false).await?
+        };
+        parked::insert(&mut tx, &parked_rows(&view, &applied.to_park)).await?;
+        // Only what Postgres rejects now is new: everything else about these events was recorded when they were
+        // first seen.
+        let quarantine_rows: Vec<quarantine::Row> = rejected.iter().map(|q| quarantine_row(&view, q)).collect();
+        quarantine::insert(&mut tx, &quarantine_rows).await?;
+        tx.commit().await?;
+        m::record_outcomes(&quarantine_rows, &[]);
+        Ok(taken)
+    }
+
     /// The number of parked events (for the gauge).
     pub async fn parked_count(&self) -> sqlx::Result<i64> {
         let mut conn = self.pool.acquire().await?;
@@ -567,6 +655,26 @@ async fn take_parked(
         (&a.raw.position, a.event_base).cmp(&(&b.raw.position, b.event_base))
     });
     Ok(out)
+}
+
+/// The jobs and runs the messages create, and those the parked rows wait for, each sorted and once.
+fn watch_list(
+    converter: &Converter,
+    view: &[&DecodedMessage],
+    parked: &[parked::Row],
+) -> (Vec<String>, Vec<String>) {
+    let (mut jobs, mut runs) = converter.created_ids(view);
+    for row in parked {
+        match (row.waits_for.as_str(), &row.run_id) {
+            ("run", Some(run)) => runs.push(run.clone()),
+            _ => jobs.push(row.job_id.clone()),
+        }
+    }
+    for ids in [&mut jobs, &mut runs] {
+        ids.sort();
+        ids.dedup();
+    }
+    (jobs, runs)
 }
 
 /// Rebuilds a single-event message from a parked row.

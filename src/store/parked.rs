@@ -33,14 +33,57 @@ SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[], $5::int[
                      $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bytea[])
 ON CONFLICT (source, ledger_id, entry_id, batch_index, event_index) DO NOTHING";
 
+/// The columns a take returns (those of [`Row`]).
+macro_rules! returning {
+    () => {
+        "RETURNING source, ledger_id, entry_id, batch_index, event_index, publish_time, waits_for, job_id, run_id,
+          event_kind, queue, jobset, user_id, event"
+    };
+}
+
 /// Removes and returns the events waiting for any of the given jobs or runs.
-const TAKE: &str = "
-DELETE FROM lookout_ingester.parked_event
+const TAKE: &str = concat!(
+    "DELETE FROM lookout_ingester.parked_event
 WHERE (waits_for = 'job' AND job_id = ANY($1::text[])) OR (waits_for = 'run' AND run_id = ANY($2::text[]))
-RETURNING source, ledger_id, entry_id, batch_index, event_index, publish_time, waits_for, job_id, run_id,
-          event_kind, queue, jobset, user_id, event";
+",
+    returning!()
+);
+
+/// A take of up to `LIMIT` parked events whose parent job or run exists now, among those the condition selects.
+/// Rows another transaction is taking are skipped.
+macro_rules! take_resolved {
+    ($among:literal, $limit:literal) => {
+        concat!(
+            "DELETE FROM lookout_ingester.parked_event
+WHERE ctid IN (
+    SELECT p.ctid FROM lookout_ingester.parked_event p
+    WHERE ",
+            $among,
+            "
+      AND CASE WHEN p.waits_for = 'job' THEN EXISTS (SELECT 1 FROM job j WHERE j.job_id = p.job_id)
+               ELSE EXISTS (SELECT 1 FROM job_run r WHERE r.run_id = p.run_id) END
+    LIMIT ",
+            $limit,
+            "
+    FOR UPDATE SKIP LOCKED)
+",
+            returning!()
+        )
+    };
+}
+
+/// Among the events waiting for the jobs `$1` or runs `$2` (after a commit), at most `$3`.
+const TAKE_RESOLVED: &str = take_resolved!(
+    "((p.waits_for = 'job' AND p.job_id = ANY($1::text[])) OR (p.waits_for = 'run' AND p.run_id = ANY($2::text[])))",
+    "$3"
+);
+
+/// Among all parked events (the periodic sweep), at most `$1`.
+const TAKE_ANY_RESOLVED: &str = take_resolved!("true", "$1");
 
 const COUNT: &str = "SELECT count(*) FROM lookout_ingester.parked_event";
+
+const ANY: &str = "SELECT EXISTS (SELECT 1 FROM lookout_ingester.parked_event)";
 
 pub async fn insert(conn: &mut PgConnection, rows: &[Row]) -> sqlx::Result<u64> {
     if rows.is_empty() {
@@ -72,11 +115,39 @@ pub async fn take(conn: &mut PgConnection, job_ids: &[&str], run_ids: &[&str]) -
         return Ok(Vec::new());
     }
     let mut rows: Vec<Row> = sqlx::query_as(TAKE).bind(job_ids).bind(run_ids).fetch_all(&mut *conn).await?;
+    in_stream_order(&mut rows);
+    Ok(rows)
+}
+
+/// Takes up to `limit` parked events whose parent job or run exists now: among those waiting for the given jobs and
+/// runs, or among all when `only` is `None`. In their original order.
+pub async fn take_resolved(
+    conn: &mut PgConnection,
+    only: Option<(&[String], &[String])>,
+    limit: i64,
+) -> sqlx::Result<Vec<Row>> {
+    let mut rows: Vec<Row> = match only {
+        Some((jobs, runs)) if jobs.is_empty() && runs.is_empty() => return Ok(Vec::new()),
+        Some((jobs, runs)) => {
+            sqlx::query_as(TAKE_RESOLVED).bind(jobs).bind(runs).bind(limit).fetch_all(&mut *conn).await?
+        }
+        None => sqlx::query_as(TAKE_ANY_RESOLVED).bind(limit).fetch_all(&mut *conn).await?,
+    };
+    in_stream_order(&mut rows);
+    Ok(rows)
+}
+
+/// Whether any event is parked (a cheap check before looking for resolved ones).
+pub async fn any(conn: &mut PgConnection) -> sqlx::Result<bool> {
+    sqlx::query_scalar(ANY).fetch_one(&mut *conn).await
+}
+
+/// Sorts parked rows back into the order their events had in the stream.
+fn in_stream_order(rows: &mut [Row]) {
     rows.sort_by(|a, b| {
         (&a.source, a.ledger_id, a.entry_id, a.batch_index, a.event_index)
             .cmp(&(&b.source, b.ledger_id, b.entry_id, b.batch_index, b.event_index))
     });
-    Ok(rows)
 }
 
 pub async fn count(conn: &mut PgConnection) -> sqlx::Result<i64> {

@@ -1,0 +1,108 @@
+//! Parked events are never stranded: an event parked because its job or run did not exist is re-applied once the
+//! parent exists, also when the parent was created by a concurrent transaction (another writer lane, or another
+//! replica) that could not see the parked row, nor the parking transaction the new parent.
+
+mod common;
+mod support;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use lookout_ingester::convert::Converter;
+use lookout_ingester::store::Store;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::Executor;
+use support::events::*;
+use support::ingest::ingest;
+use support::rows;
+
+const T0: i64 = 1_700_000_000;
+const PARKED: &str = "SELECT count(*) FROM lookout_ingester.parked_event";
+
+fn submit(job: &str) -> Vec<u8> {
+    seq("q", "js").at(T0, submit_job(job, 1, Some(pod(&[("cpu", "1")], None)), &[])).encode()
+}
+
+fn lease(job: &str, run: &str) -> Vec<u8> {
+    seq("q", "js").at(T0 + 1, leased(job, run, "cluster", "node", "pool")).encode()
+}
+
+/// A row for `job_id` in `job`, as another writer would insert it.
+const INSERT_JOB: &str = "
+INSERT INTO job (job_id, queue, owner, jobset, cpu, memory, ephemeral_storage, gpu, priority, submitted, state,
+                 last_transition_time, last_transition_time_seconds, namespace, annotations)
+VALUES ($1, 'q', 'u', 'js', 1000, 0, 0, 0, 1, to_timestamp(1700000000) AT TIME ZONE 'utc', 1,
+        to_timestamp(1700000000) AT TIME ZONE 'utc', 1700000000, 'ns', '{}')";
+
+/// Writer A creates job `j` while writer B, concurrently, parks the lease of `j` (A's insert is held on a row lock
+/// until B has committed, so neither sees the other). A finds the parked lease after its commit and applies it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_parked_while_a_concurrent_writer_creates_its_job_is_applied() {
+    let db = common::TestDb::migrated().await;
+
+    // Holds A's insert of `j`: an uncommitted row with the same key makes `INSERT … ON CONFLICT` wait.
+    let mut blocker = db.connect().await;
+    blocker.execute("BEGIN").await.unwrap();
+    sqlx::query(INSERT_JOB).bind("j").execute(&mut blocker).await.unwrap();
+
+    let url = db.url.clone();
+    let writer_a = tokio::spawn(async move { ingest(&url, &[submit("j")], 10).await });
+    // Wait until A is blocked inside its transaction (it has looked for parked events already: none).
+    let mut waiting = 0;
+    for _ in 0..200 {
+        waiting = rows::count(
+            &db.pool,
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO job %'",
+        )
+        .await;
+        if waiting > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(waiting, 1, "writer A should be waiting on the blocker");
+
+    // Writer B: the job does not exist for it, so the lease is parked, and B commits.
+    let b = ingest(&db.url, &[lease("j", "r")], 10).await;
+    assert_eq!(b.parked, 1, "{b:?}");
+    assert_eq!(rows::count(&db.pool, PARKED).await, 1);
+
+    // Release A: it creates `j`, commits, and then finds the lease parked by B.
+    blocker.execute("ROLLBACK").await.unwrap();
+    let a = writer_a.await.unwrap();
+    assert_eq!(a.events, 1);
+
+    assert_eq!(rows::count(&db.pool, PARKED).await, 0, "the lease must not stay parked");
+    let j = rows::job(&db.pool, "j").await;
+    assert_eq!((j.state, j.latest_run_id.as_deref()), (8, Some("r")));
+    assert_eq!(rows::run(&db.pool, "r").await.state, 11);
+}
+
+/// The periodic sweep applies what no writer's own check caught (its writer stopped between its commit and the
+/// check): here the job appears without the store, and events for jobs that still do not exist stay parked.
+#[tokio::test]
+async fn the_sweep_applies_parked_events_whose_parent_exists_and_keeps_the_others() {
+    let db = common::TestDb::migrated().await;
+    let s = ingest(&db.url, &[lease("j", "r"), lease("ghost", "g")], 10).await;
+    assert_eq!(s.parked, 2);
+
+    sqlx::query(INSERT_JOB).bind("j").execute(&db.pool).await.unwrap();
+    let store = Store::connect(
+        PgConnectOptions::from_str(&db.url).unwrap(),
+        Converter::default(),
+        None,
+        Duration::from_millis(200),
+    )
+    .await
+    .unwrap();
+    assert_eq!(store.reconcile(None).await.unwrap(), 1);
+    assert_eq!(store.reconcile(None).await.unwrap(), 0, "nothing more to apply");
+
+    let j = rows::job(&db.pool, "j").await;
+    assert_eq!((j.state, j.latest_run_id.as_deref()), (8, Some("r")));
+    let left: Vec<(String, String)> = sqlx::query_as("SELECT job_id, event_kind FROM lookout_ingester.parked_event")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, vec![("ghost".to_string(), "jobRunLeased".to_string())]);
+}
