@@ -667,3 +667,46 @@ async fn topic_unloads_lose_and_double_nothing() {
     assert_eq!(rows::count(&db.pool, "SELECT count(*) FROM lookout_ingester.parked_event").await, 0);
     stop(app).await;
 }
+
+/// A job's submit in one partition and its later events (in their order) in the other, so the two are written by
+/// different writer lanes, concurrently (the whole stream is published before the service starts). An event a lane
+/// parks because the other lane has not committed its job yet must still be applied: the service converges to the
+/// rows of the in-order apply path and nothing stays parked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_spread_over_partitions_written_by_concurrent_lanes_converges() {
+    init_logs();
+    let b = broker();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let (name, sub) = (format!("li-spread-{id}"), format!("li-spread-{id}"));
+    let topic = create_partitioned_topic(&b, &name, 2).await;
+    let db = TestDb::migrated().await;
+    let cfg = config(&db, &b, &name, &sub);
+    assert_eq!(cfg.writers, 2, "partitions 0 and 1 go to different lanes");
+
+    const JOBS: usize = 200;
+    let pulsar = client(&b).await;
+    let mut producers = [producer(&pulsar, &topic, 0, true).await, producer(&pulsar, &topic, 1, true).await];
+    let per_job: Vec<Vec<Vec<u8>>> = (0..JOBS).map(job_messages).collect();
+    let mut all: Vec<Vec<u8>> = Vec::new();
+    let steps = per_job.iter().map(Vec::len).max().unwrap_or(0);
+    for step in 0..steps {
+        // Job `i`'s submit goes to partition `i % 2`, its later steps to the other one.
+        let mut round: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
+        for (i, msgs) in per_job.iter().enumerate() {
+            if let Some(m) = msgs.get(step) {
+                round[(i + usize::from(step > 0)) % 2].push(m.clone());
+            }
+        }
+        for (p, msgs) in producers.iter_mut().zip(&round) {
+            publish_entry(p, msgs).await;
+        }
+        all.extend(round.into_iter().flatten());
+    }
+
+    let want = reference(&all, &cfg).await;
+    let app = start(cfg.clone()).await;
+    assert_rows_converge(&db.pool, &want).await;
+    assert_eq!(rows::count(&db.pool, "SELECT count(*) FROM lookout_ingester.parked_event").await, 0);
+    assert_eq!(rows::count(&db.pool, "SELECT count(*) FROM lookout_ingester.quarantine").await, 0);
+    stop(app).await;
+}
