@@ -309,7 +309,27 @@ pulsar_write_conf() {
   } >"$PULSAR_CONF"
 }
 
+# The admin API answers before the broker can store anything, and after a kill -9 the standalone's bookie sometimes
+# does not come back (seen with 4.0.7: it re-registers in a loop, then "Bookie is not running any more"), which only
+# shows when a topic is used. Creating a topic opens a ledger on the bookie, so it proves the broker can write.
+pulsar_can_write() {
+  local t="$PULSAR_ADMIN_URL/admin/v2/persistent/public/default/li-write-probe-$$-$RANDOM"
+  curl -sf -m 20 -X PUT "$t" >/dev/null 2>&1 || return 1
+  curl -sf -m 20 -X DELETE "$t?force=true" >/dev/null 2>&1 || true
+}
+
+# Starts the standalone (or finds it running), waits until it is ready and can write; one that cannot is restarted
+# once.
 pulsar_start() {
+  pulsar_start_process
+  pulsar_can_write && return 0
+  say "pulsar: ready but cannot create a topic (bookie down?); restarting it once (log: $PULSAR_LOG)"
+  pulsar_stop
+  pulsar_start_process
+  pulsar_can_write || die "pulsar cannot create a topic after a restart (logs: $PULSAR_LOG, $PULSAR_OUT)"
+}
+
+pulsar_start_process() {
   local pid p
   if pid="$(pulsar_pid)"; then
     say "pulsar: already running (pid $pid)"
