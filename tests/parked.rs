@@ -106,3 +106,20 @@ async fn the_sweep_applies_parked_events_whose_parent_exists_and_keeps_the_other
         .unwrap();
     assert_eq!(left, vec![("ghost".to_string(), "jobRunLeased".to_string())]);
 }
+
+/// A value fitted to the schema is recorded once, when its event is first seen, not again when the event, parked,
+/// is re-applied.
+#[tokio::test]
+async fn a_parked_event_s_fitted_values_are_recorded_once() {
+    let db = common::TestDb::migrated().await;
+    const SANITIZED: &str = "SELECT count(*) FROM lookout_ingester.sanitized_value WHERE job_id = 'j'";
+    let early = seq("q", "js").at(T0 + 2, running("j", "r", Some("node\0a"))).encode();
+    let s = ingest(&db.url, &[early], 10).await;
+    assert_eq!((s.parked, s.sanitized), (1, 1), "{s:?}");
+    assert_eq!(rows::count(&db.pool, SANITIZED).await, 1);
+
+    let s = ingest(&db.url, &[submit("j"), lease("j", "r")], 10).await;
+    assert_eq!(s.unparked, 1, "{s:?}");
+    assert_eq!(rows::run(&db.pool, "r").await.node.as_deref(), Some("nodea"));
+    assert_eq!(rows::count(&db.pool, SANITIZED).await, 1, "recorded once");
+}

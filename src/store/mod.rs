@@ -32,7 +32,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Acquire, Executor, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use crate::changes::{Quarantined, RowChanges};
+use crate::changes::{Quarantined, RowChanges, Sanitized};
 use crate::convert::Converter;
 use crate::decode::{DecodedMessage, Rejection};
 use crate::message::{EventId, Position, RawMessage};
@@ -308,8 +308,10 @@ impl Store {
         let quarantine_rows: Vec<quarantine::Row> =
             changes.quarantined.iter().chain(&rejected).map(|q| quarantine_row(&view, q)).collect();
         report.quarantined = quarantine::insert(&mut tx, &quarantine_rows).await?;
-        let sanitized_rows: Vec<sanitized::Row> = changes
-            .sanitized
+        // Re-applied parked events come first in the view; their values were recorded when they were first seen.
+        let first_seen: Vec<Sanitized> =
+            changes.sanitized.iter().filter(|s| s.source.message as usize >= parked_msgs.len()).cloned().collect();
+        let sanitized_rows: Vec<sanitized::Row> = first_seen
             .iter()
             .map(|s| {
                 let msg = view[s.source.message as usize];
@@ -336,7 +338,7 @@ impl Store {
         }
         tx.commit().await?;
         report.committed = highest;
-        m::record_outcomes(&quarantine_rows, &changes.sanitized);
+        m::record_outcomes(&quarantine_rows, &first_seen);
         Ok(report)
     }
 
