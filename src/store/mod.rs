@@ -164,7 +164,8 @@ impl Store {
     }
 
     /// Builds the writer pool for `lanes` concurrent writers: one connection each, plus two spares (statistics
-    /// refresh, the parked-event sweep, reconnects). Concurrent writes must touch disjoint partitions, as the pipeline's lanes do.
+    /// refresh, the parked-event sweep, reconnects). Concurrent writes must touch disjoint partitions, as the
+    /// pipeline's lanes do.
     pub async fn connect_lanes(
         options: sqlx::postgres::PgConnectOptions,
         converter: Converter,
