@@ -18,7 +18,7 @@ use lookout_ingester::config::{Config, InitialPosition, LogFormat};
 use lookout_ingester::convert::Converter;
 use lookout_ingester::startup::App;
 use lookout_ingester::store::Store;
-use pulsar::compression::{Compression, CompressionZlib};
+use pulsar::compression::{Compression, CompressionLz4, CompressionSnappy, CompressionZlib, CompressionZstd};
 use pulsar::{Producer, ProducerOptions, Pulsar, TokioExecutor};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, Executor, PgConnection, PgPool};
@@ -707,6 +707,54 @@ async fn a_job_spread_over_partitions_written_by_concurrent_lanes_converges() {
     let app = start(cfg.clone()).await;
     assert_rows_converge(&db.pool, &want).await;
     assert_eq!(rows::count(&db.pool, "SELECT count(*) FROM lookout_ingester.parked_event").await, 0);
+    assert_eq!(rows::count(&db.pool, "SELECT count(*) FROM lookout_ingester.quarantine").await, 0);
+    stop(app).await;
+}
+
+/// Every codec a producer may use (Armada's use zlib; lz4, zstd and snappy are the others Pulsar offers): one
+/// partition each, written as producer batches (compressed entries of several messages). All are consumed into the
+/// rows of the apply path, nothing quarantined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_compressed_with_each_codec_are_consumed() {
+    init_logs();
+    let b = broker();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let (name, sub) = (format!("li-codecs-{id}"), format!("li-codecs-{id}"));
+    let codecs = [
+        Compression::Lz4(CompressionLz4::default()),
+        Compression::Zlib(CompressionZlib::default()),
+        Compression::Zstd(CompressionZstd::default()),
+        Compression::Snappy(CompressionSnappy::default()),
+    ];
+    let topic = create_partitioned_topic(&b, &name, codecs.len() as u32).await;
+    let db = TestDb::migrated().await;
+    let cfg = config(&db, &b, &name, &sub);
+
+    let pulsar = client(&b).await;
+    let mut all: Vec<Vec<u8>> = Vec::new();
+    for (partition, codec) in codecs.into_iter().enumerate() {
+        let options = ProducerOptions { batch_size: Some(1000), compression: Some(codec), ..Default::default() };
+        let mut p = pulsar
+            .producer()
+            .with_topic(format!("{topic}-partition-{partition}"))
+            .with_options(options)
+            .build()
+            .await
+            .expect("producer");
+        // Three jobs per codec; each step of the three goes out as one compressed entry.
+        let per_job: Vec<Vec<Vec<u8>>> = (0..3).map(|j| job_messages(100 * partition + j)).collect();
+        for step in 0..per_job[0].len() {
+            let entry: Vec<Vec<u8>> = per_job.iter().filter_map(|m| m.get(step).cloned()).collect();
+            let ids = publish_entry(&mut p, &entry).await;
+            assert!(ids.windows(2).all(|w| (w[0].0, w[0].1) == (w[1].0, w[1].1)), "one entry: {ids:?}");
+            all.extend(entry);
+        }
+    }
+
+    let want = reference(&all, &cfg).await;
+    assert_eq!(want.0.len(), 12);
+    let app = start(cfg).await;
+    assert_rows_converge(&db.pool, &want).await;
     assert_eq!(rows::count(&db.pool, "SELECT count(*) FROM lookout_ingester.quarantine").await, 0);
     stop(app).await;
 }
