@@ -627,22 +627,35 @@ async fn sigterm_during_a_large_batch_commits_it_acks_it_and_exits_0() {
     let mut producer = b.producer(&topic, false).await;
     publish(&mut producer, &messages).await;
 
-    // Wait until the writer is inside a transaction that has written rows, then SIGTERM.
+    // Wait until the writer is inside a batch's transaction that has written rows, and read the committed positions
+    // while that transaction is still open (it is the same one before and after the read), then SIGTERM: its
+    // commit comes after `at_signal` was read (under load the transaction first seen could otherwise be the last
+    // one, committed before the read, leaving nothing in flight).
     let (db_name, pool) = (db.name.clone(), db.pool.clone());
-    eventually("a batch being stored", Duration::from_secs(60), || async {
-        let writing: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = $1 AND application_name = 'lookout-ingester' AND backend_xid IS NOT NULL
-               AND query NOT ILIKE 'ANALYZE%'",
+    let at_signal = eventually("a batch being stored", Duration::from_secs(60), || async {
+        let writing: Option<String> = sqlx::query_scalar(
+            "SELECT a.backend_xid::text FROM pg_stat_activity a
+             WHERE a.datname = $1 AND a.application_name = 'lookout-ingester' AND a.backend_xid IS NOT NULL
+               -- a batch's transaction: it has locked its partitions' positions
+               AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid
+                             AND l.relation = 'lookout_ingester.consumer_position'::regclass)
+             LIMIT 1",
         )
         .bind(&db_name)
-        .fetch_one(&pool)
+        .fetch_optional(&pool)
         .await
         .unwrap();
-        (writing > 0).then_some(())
+        let xid = writing?;
+        let at = positions(&pool, &sub).await;
+        let still_open: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_xid::text = $1)")
+                .bind(&xid)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        still_open.then_some(at)
     })
     .await;
-    let at_signal = positions(&db.pool, &sub).await;
     let signalled = Instant::now();
     child.sigterm();
     let status = child.wait_exit(SHUTDOWN_TIMEOUT + Duration::from_secs(10)).await;
