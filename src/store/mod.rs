@@ -276,7 +276,7 @@ impl Store {
         report.committed_events = fresh.iter().map(|m| m.event_count()).sum();
 
         // 2. parked events whose parent this batch creates.
-        let parked_msgs = take_parked(&mut tx, &self.converter, &fresh).await?;
+        let Taken { messages: parked_msgs, created } = take_parked(&mut tx, &self.converter, &fresh).await?;
         report.unparked = parked_msgs.len();
         let view: Vec<&DecodedMessage> = parked_msgs.iter().chain(fresh.iter().copied()).collect();
         let reconverted;
@@ -299,7 +299,7 @@ impl Store {
         // 4. park orphans, record dead letters and sanitized values.
         let park_rows = parked_rows(&view, &applied.to_park);
         report.parked = parked::insert(&mut tx, &park_rows).await?;
-        (report.watch_jobs, report.watch_runs) = watch_list(&self.converter, &view, &park_rows);
+        (report.watch_jobs, report.watch_runs) = watch_list(created, &park_rows);
         for row in &park_rows {
             match report.parked_by_kind.iter_mut().find(|(k, _)| *k == row.event_kind) {
                 Some((_, n)) => *n += 1,
@@ -516,8 +516,8 @@ impl Store {
         let mut messages: Vec<DecodedMessage> = rows.into_iter().map(unparked_message).collect();
         let refs: Vec<&DecodedMessage> = messages.iter().collect();
         let waiting = take_parked(&mut tx, &self.converter, &refs).await?;
-        messages.extend(waiting);
-        messages.sort_by(|a, b| (&a.raw.position, a.event_base).cmp(&(&b.raw.position, b.event_base)));
+        messages.extend(waiting.messages);
+        in_stream_order(&mut messages);
         let view: Vec<&DecodedMessage> = messages.iter().collect();
         let mut rejected: Vec<Quarantined> = Vec::new();
         let applied = if isolate {
@@ -631,14 +631,21 @@ async fn copy_in(conn: &mut PgConnection, statement: &str, writer: copy::CopyWri
     Ok(())
 }
 
+/// What [`take_parked`] took, and every job and run that the given messages and the taken ones create.
+struct Taken {
+    messages: Vec<DecodedMessage>,
+    created: (Vec<String>, Vec<String>),
+}
+
 /// Takes, in rounds, the parked events whose parent the batch creates (a parked lease creates a run, which can
 /// release events waiting for that run), and returns them as single-event messages in their original order.
 async fn take_parked(
     conn: &mut PgConnection,
     converter: &Converter,
     fresh: &[&DecodedMessage],
-) -> sqlx::Result<Vec<DecodedMessage>> {
+) -> sqlx::Result<Taken> {
     let (mut jobs, mut runs) = converter.created_ids(fresh);
+    let mut created = (jobs.clone(), runs.clone());
     let mut out: Vec<DecodedMessage> = Vec::new();
     let mut rounds = 0;
     while (!jobs.is_empty() || !runs.is_empty()) && rounds < 8 {
@@ -652,21 +659,23 @@ async fn take_parked(
         let taken: Vec<DecodedMessage> = rows.into_iter().map(unparked_message).collect();
         let refs: Vec<&DecodedMessage> = taken.iter().collect();
         (jobs, runs) = converter.created_ids(&refs);
+        created.0.extend(jobs.iter().cloned());
+        created.1.extend(runs.iter().cloned());
         out.extend(taken);
     }
-    out.sort_by(|a, b| {
-        (&a.raw.position, a.event_base).cmp(&(&b.raw.position, b.event_base))
-    });
-    Ok(out)
+    in_stream_order(&mut out);
+    Ok(Taken { messages: out, created })
 }
 
-/// The jobs and runs the messages create, and those the parked rows wait for, each sorted and once.
-fn watch_list(
-    converter: &Converter,
-    view: &[&DecodedMessage],
-    parked: &[parked::Row],
-) -> (Vec<String>, Vec<String>) {
-    let (mut jobs, mut runs) = converter.created_ids(view);
+/// Sorts messages back into the order they had in the stream.
+fn in_stream_order(messages: &mut [DecodedMessage]) {
+    messages.sort_by(|a, b| (&a.raw.position, a.event_base).cmp(&(&b.raw.position, b.event_base)));
+}
+
+/// The jobs and runs created (as [`take_parked`] found them), and those the parked rows wait for, each sorted and
+/// once.
+fn watch_list(created: (Vec<String>, Vec<String>), parked: &[parked::Row]) -> (Vec<String>, Vec<String>) {
+    let (mut jobs, mut runs) = created;
     for row in parked {
         match (row.waits_for.as_str(), &row.run_id) {
             ("run", Some(run)) => runs.push(run.clone()),
