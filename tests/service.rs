@@ -10,17 +10,14 @@ mod common;
 mod support;
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use common::TestDb;
 use lookout_ingester::config::{Config, InitialPosition, LogFormat};
 use lookout_ingester::convert::Converter;
 use lookout_ingester::startup::App;
-use lookout_ingester::store::Store;
 use pulsar::compression::{Compression, CompressionLz4, CompressionSnappy, CompressionZlib, CompressionZstd};
 use pulsar::{Producer, ProducerOptions, Pulsar, TokioExecutor};
-use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 use support::events::*;
 use support::rows;
@@ -235,19 +232,7 @@ fn receipt_id(r: pulsar::proto::CommandSendReceipt) -> (i64, i64, i32) {
 /// The rows the `apply` path (no Pulsar) gives for the same messages: what the service must converge to.
 async fn reference(messages: &[Vec<u8>], config: &Config) -> (Vec<rows::Job>, Vec<rows::Run>) {
     let db = TestDb::migrated().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.bin");
-    std::fs::write(&path, delimited(messages)).unwrap();
-    let store = Store::connect(
-        PgConnectOptions::from_str(&db.url).unwrap(),
-        Converter::from_config(config),
-        None,
-        Duration::from_secs(1),
-    )
-    .await
-    .unwrap()
-    .with_max_attempts(3);
-    lookout_ingester::apply::apply_files(&store, &[path], 7).await.expect("apply");
+    support::ingest::ingest_with(&db.url, messages, 7, Converter::from_config(config)).await;
     (rows::jobs(&db.pool).await, rows::runs(&db.pool).await)
 }
 

@@ -9,17 +9,14 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use lookout_ingester::config::Config;
 use lookout_ingester::convert::Converter;
 use lookout_ingester::proto::armadaevents::EventKind;
-use lookout_ingester::store::Store;
 use pulsar::compression::{Compression, CompressionZlib};
 use pulsar::routing_policy::RoutingPolicy;
 use pulsar::{Producer, ProducerOptions, Pulsar, TokioExecutor, producer};
-use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, Executor, PgPool};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -705,19 +702,7 @@ pub fn assert_same(got: &Snapshot, want: &Snapshot) {
 /// end with. `batch_events` only changes how the file is cut into transactions, never the result.
 pub async fn reference(messages: &[Vec<u8>], config: &Config, batch_events: usize) -> Snapshot {
     let db = TestDb::migrated().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.bin");
-    std::fs::write(&path, delimited(messages)).unwrap();
-    let store = Store::connect(
-        PgConnectOptions::from_str(&db.url).unwrap(),
-        Converter::from_config(config),
-        None,
-        Duration::from_secs(1),
-    )
-    .await
-    .unwrap()
-    .with_max_attempts(3);
-    lookout_ingester::apply::apply_files(&store, &[path], batch_events).await.expect("apply");
+    crate::support::ingest::ingest_with(&db.url, messages, batch_events, Converter::from_config(config)).await;
     Snapshot::read(&db.pool).await
 }
 
