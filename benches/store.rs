@@ -36,7 +36,12 @@ fn job_events(i: usize, t0: i64) -> Vec<EventKind> {
     let run = format!("00000000-0000-4000-8000-{i:0>12}");
     let node = format!("node-{}", i % 50);
     let mut out = vec![
-        submit_job(&job, 1, Some(pod(&[("cpu", "1"), ("memory", "2Gi")], Some("armada-default"))), &[("armadaproject.io/team", "bench")]),
+        submit_job(
+            &job,
+            1,
+            Some(pod(&[("cpu", "1"), ("memory", "2Gi")], Some("armada-default"))),
+            &[("armadaproject.io/team", "bench")],
+        ),
         leased(&job, &run, "cluster-1", &node, "default"),
         assigned(&job, &run),
         running(&job, &run, Some(&node)),
@@ -112,7 +117,8 @@ async fn main() -> anyhow::Result<()> {
     let converter = Converter::default();
     let store = Store::connect(url.clone(), converter.clone(), Some("bench".into()), Duration::from_secs(5)).await?;
     let cancel = CancellationToken::new();
-    let mut builder = Builder::new(Limits { max_events: batch_events, max_bytes: usize::MAX, max_wait: Duration::MAX / 4 });
+    let mut builder =
+        Builder::new(Limits { max_events: batch_events, max_bytes: usize::MAX, max_wait: Duration::MAX / 4 });
     let mut latencies = Vec::new();
     let mut affected = 0u64;
     let mut total_events = 0usize;
@@ -179,9 +185,23 @@ async fn main() -> anyhow::Result<()> {
     let store_final = final_rows as f64 / secs;
     let copy_final = final_rows as f64 / copy_time.as_secs_f64();
     println!("store benchmark: {jobs} jobs, {total_events} events in {batches} batches of ≤{batch_events} events");
-    println!("  store:  {:>9.0} events/s  {:>9.0} affected rows/s  {:>9.0} final rows/s  ({:.2} s)", total_events as f64 / secs, affected as f64 / secs, store_final, secs);
-    println!("  batch latency: p50 {:?}  p95 {:?}  max {:?}", percentile(&latencies, 0.5), percentile(&latencies, 0.95), latencies.last().unwrap());
-    println!("  plain binary COPY of the same {final_rows} final rows into empty indexed tables: {copy_final:>9.0} rows/s ({:.2} s)", copy_time.as_secs_f64());
+    println!(
+        "  store:  {:>9.0} events/s  {:>9.0} affected rows/s  {:>9.0} final rows/s  ({:.2} s)",
+        total_events as f64 / secs,
+        affected as f64 / secs,
+        store_final,
+        secs
+    );
+    println!(
+        "  batch latency: p50 {:?}  p95 {:?}  max {:?}",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.95),
+        latencies.last().unwrap()
+    );
+    println!(
+        "  plain binary COPY of the same {final_rows} final rows into empty indexed tables: {copy_final:>9.0} rows/s ({:.2} s)",
+        copy_time.as_secs_f64()
+    );
     println!("  ratio store / COPY (final rows per second): {:.2}", store_final / copy_final);
     println!("  peak RSS: {:.0} MB", peak_rss_mb());
     Ok(())

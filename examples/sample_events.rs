@@ -55,8 +55,14 @@ fn job_messages(i: usize, t0: i64, stream_id: i64) -> Vec<(String, Vec<u8>)> {
     let run = |n: usize| format!("{stream_id:08x}-0000-4000-8000-{:0>12}", i * 10 + n);
     let node = format!("node-{}", i % 7);
     let s = |t: i64, kind: EventKind| (jobset.clone(), seq(queue, &jobset).at(t, kind).encode());
-    let pod_spec = pod(&[("cpu", ["500m", "2", "1.5"][i % 3]), ("memory", ["1Gi", "512Mi", "4Gi"][i % 3])], Some("armada-default"));
-    let mut out = vec![s(t0, submit_job(&job, (i % 5) as u32, Some(pod_spec), &[("armadaproject.io/team", "ml"), ("owner-id", "42")]))];
+    let pod_spec = pod(
+        &[("cpu", ["500m", "2", "1.5"][i % 3]), ("memory", ["1Gi", "512Mi", "4Gi"][i % 3])],
+        Some("armada-default"),
+    );
+    let mut out = vec![s(
+        t0,
+        submit_job(&job, (i % 5) as u32, Some(pod_spec), &[("armadaproject.io/team", "ml"), ("owner-id", "42")]),
+    )];
     let start = |out: &mut Vec<(String, Vec<u8>)>, r: &str, t: i64| {
         out.push(s(t, leased(&job, r, "cluster-a", &node, "default")));
         out.push(s(t + 1, assigned(&job, r)));
@@ -70,7 +76,12 @@ fn job_messages(i: usize, t0: i64, stream_id: i64) -> Vec<(String, Vec<u8>)> {
         }
         2 => {
             start(&mut out, &run(1), t0 + 1);
-            let oom = error(true, pod_error("container main was OOMKilled", &node, &[137], "pod events: OOMKilled"), "oom", "container-limit");
+            let oom = error(
+                true,
+                pod_error("container main was OOMKilled", &node, &[137], "pod events: OOMKilled"),
+                "oom",
+                "container-limit",
+            );
             out.push(s(t0 + 15, run_errors(&job, &run(1), vec![oom.clone()])));
             out.push(s(t0 + 16, job_errors(&job, vec![oom])));
         }
@@ -80,11 +91,25 @@ fn job_messages(i: usize, t0: i64, stream_id: i64) -> Vec<(String, Vec<u8>)> {
             out.push(s(t0 + 10, cancelled_job(&job, "no longer needed", "alice")));
         }
         4 => {
-            out.push(s(t0 + 1, job_errors(&job, vec![error(true, rejected("requested resources exceed the queue's limits"), "internal", "job-rejected")])));
+            out.push(s(
+                t0 + 1,
+                job_errors(
+                    &job,
+                    vec![error(
+                        true,
+                        rejected("requested resources exceed the queue's limits"),
+                        "internal",
+                        "job-rejected",
+                    )],
+                ),
+            ));
         }
         _ => {
             out.push(s(t0 + 1, leased(&job, &run(1), "cluster-a", &node, "default")));
-            out.push(s(t0 + 3, run_errors(&job, &run(1), vec![error(true, lease_returned("pod could not be scheduled", ""), "", "")])));
+            out.push(s(
+                t0 + 3,
+                run_errors(&job, &run(1), vec![error(true, lease_returned("pod could not be scheduled", ""), "", "")]),
+            ));
             out.push(s(t0 + 4, requeued(&job)));
             start(&mut out, &run(2), t0 + 5);
             out.push(s(t0 + 8, run_preempted(&job, &run(2), "preempted by a higher-priority job", "01other", "")));

@@ -198,12 +198,9 @@ impl JobDelta {
         // from the scheduler, so their relative order is reliable. Otherwise it belongs to the stored latest run.
         let run_key: Option<String> = match (run_id, phase) {
             (Some(r), _) => Some(r.to_string()),
-            (None, _) => self
-                .progress
-                .iter()
-                .rev()
-                .find(|p| p.phase == JobPhase::Leased)
-                .and_then(|p| p.run_id.clone()),
+            (None, _) => {
+                self.progress.iter().rev().find(|p| p.phase == JobPhase::Leased).and_then(|p| p.run_id.clone())
+            }
         };
         match self.progress.iter_mut().find(|p| p.run_id == run_key) {
             Some(existing) if phase > existing.phase => {
@@ -495,12 +492,7 @@ mod tests {
         assert_eq!((r.pending, r.started), (Some(20), Some(30)));
         r.end(RunEnd { state: run_state::PREEMPTED, at: Some(40), ..Default::default() }, None, id(2));
         r.end(
-            RunEnd {
-                state: run_state::FAILED,
-                at: Some(50),
-                category: Some("oom".into()),
-                ..Default::default()
-            },
+            RunEnd { state: run_state::FAILED, at: Some(50), category: Some("oom".into()), ..Default::default() },
             Some(b"dbg".to_vec()),
             id(3),
         );

@@ -19,13 +19,8 @@ use figment::providers::Serialized;
 use serde::{Deserialize, Serialize};
 
 /// Top-level keys of Armada's lookout-ingester configuration that this ingester accepts but does not use.
-pub const IGNORED_ARMADA_KEYS: &[&str] = &[
-    "observability",
-    "profiling",
-    "fatal_insertion_errors",
-    "pulsar_receive_timeout",
-    "pulsar_backoff_time",
-];
+pub const IGNORED_ARMADA_KEYS: &[&str] =
+    &["observability", "profiling", "fatal_insertion_errors", "pulsar_receive_timeout", "pulsar_backoff_time"];
 
 /// Pulsar keys of Armada's shared Pulsar configuration that this ingester accepts but does not use.
 pub const IGNORED_ARMADA_PULSAR_KEYS: &[&str] = &[
@@ -330,8 +325,8 @@ impl Config {
     pub fn load_from(file: Option<&Path>, overrides: &Overrides, env: &[(String, String)]) -> anyhow::Result<Config> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
             let yaml: serde_yaml::Value = serde_yaml::from_str(&text)
                 .with_context(|| format!("config file {} is not valid YAML", path.display()))?;
             let json = normalise_keys(serde_json::to_value(yaml)?);
@@ -403,7 +398,10 @@ impl Config {
             bail!("invalid configuration: pulsar.receiver_queue_size must be at least 1");
         }
         if !(self.pulsar.url.starts_with("pulsar://") || self.pulsar.url.starts_with("pulsar+ssl://")) {
-            bail!("invalid configuration: pulsar.url must start with pulsar:// or pulsar+ssl:// (got {:?})", self.pulsar.url);
+            bail!(
+                "invalid configuration: pulsar.url must start with pulsar:// or pulsar+ssl:// (got {:?})",
+                self.pulsar.url
+            );
         }
         if self.pulsar.authentication_enabled {
             match self.pulsar.authentication_type.as_deref() {
@@ -512,9 +510,9 @@ fn env_tree(env: &[(String, String)]) -> serde_json::Value {
 /// Converts every object key from camelCase (Armada's style) to snake_case, recursively.
 fn normalise_keys(value: serde_json::Value) -> serde_json::Value {
     match value {
-        serde_json::Value::Object(map) => serde_json::Value::Object(
-            map.into_iter().map(|(k, v)| (snake_case(&k), normalise_keys(v))).collect(),
-        ),
+        serde_json::Value::Object(map) => {
+            serde_json::Value::Object(map.into_iter().map(|(k, v)| (snake_case(&k), normalise_keys(v))).collect())
+        }
         serde_json::Value::Array(items) => serde_json::Value::Array(items.into_iter().map(normalise_keys).collect()),
         other => other,
     }
@@ -583,9 +581,15 @@ mod tests {
     #[test]
     fn annotation_prefix_sources() {
         let f = write("annotations:\n  userAnnotationPrefix: \"corp.io/\"\n");
-        assert_eq!(Config::load_from(Some(f.path()), &Overrides::default(), &[]).unwrap().annotation_prefix(), Some("corp.io/"));
+        assert_eq!(
+            Config::load_from(Some(f.path()), &Overrides::default(), &[]).unwrap().annotation_prefix(),
+            Some("corp.io/")
+        );
         let f = write("userAnnotationPrefix: \"old.io/\"\n");
-        assert_eq!(Config::load_from(Some(f.path()), &Overrides::default(), &[]).unwrap().annotation_prefix(), Some("old.io/"));
+        assert_eq!(
+            Config::load_from(Some(f.path()), &Overrides::default(), &[]).unwrap().annotation_prefix(),
+            Some("old.io/")
+        );
         let f = write("annotations:\n  userAnnotationPrefix: \"\"\n");
         assert_eq!(Config::load_from(Some(f.path()), &Overrides::default(), &[]).unwrap().annotation_prefix(), None);
     }
@@ -641,7 +645,8 @@ mod tests {
         assert_eq!(c.batch_size, 200);
         assert_eq!(c.pulsar.url, "pulsar://env:6650");
         assert_eq!(c.postgres.url.as_deref(), Some("postgres://u:secret@h/db"));
-        let flags = Overrides { pulsar_url: Some("pulsar://flag:6650".into()), topic: Some("t2".into()), ..Default::default() };
+        let flags =
+            Overrides { pulsar_url: Some("pulsar://flag:6650".into()), topic: Some("t2".into()), ..Default::default() };
         let c = Config::load_from(Some(f.path()), &flags, &env).unwrap();
         assert_eq!(c.pulsar.url, "pulsar://flag:6650");
         assert_eq!(c.pulsar.jobset_events_topic, "t2");

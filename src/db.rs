@@ -73,8 +73,5 @@ pub async fn pool(cfg: &PostgresConfig) -> anyhow::Result<PgPool> {
 /// A pool that connects on first use (for commands that must start even while Postgres is down).
 pub fn lazy_pool(cfg: &PostgresConfig) -> anyhow::Result<PgPool> {
     let opts = connect_options(cfg)?;
-    Ok(PgPoolOptions::new()
-        .max_connections(cfg.pool_size)
-        .acquire_timeout(cfg.connect_timeout)
-        .connect_lazy_with(opts))
+    Ok(PgPoolOptions::new().max_connections(cfg.pool_size).acquire_timeout(cfg.connect_timeout).connect_lazy_with(opts))
 }

@@ -1056,7 +1056,7 @@ mod tests {
         let table = [
             (true, 3, &us, true),
             (true, 3, &Active::Nobody, true), // the broker has no consumer there: ours is lost
-            (true, 3, &other, false), // another replica owns it: silence is normal
+            (true, 3, &other, false),         // another replica owns it: silence is normal
             (true, 3, &unknown, false),
             (true, 0, &us, false),  // nothing to deliver
             (false, 3, &us, false), // delivered recently, or something of ours awaits commit

@@ -38,7 +38,13 @@ async fn d01_zombie_jobs_late_job_events_never_reopen_a_finished_job() {
     ingest(&db.url, &msgs, 10_000).await;
     let done = rows::job(&db.pool, "j").await;
     // Late, redelivered job-moving events, each in its own batch.
-    for late in [leased("j", "r", "c", "n1", "p"), assigned("j", "r"), running("j", "r", Some("n1")), requeued("j"), cancelled_job("j", "late", "x")] {
+    for late in [
+        leased("j", "r", "c", "n1", "p"),
+        assigned("j", "r"),
+        running("j", "r", Some("n1")),
+        requeued("j"),
+        cancelled_job("j", "late", "x"),
+    ] {
         ingest(&db.url, &[seq("q", "js").at(T0 + 3, late).encode()], 10).await;
     }
     assert_eq!(rows::job(&db.pool, "j").await, done);
@@ -49,7 +55,11 @@ async fn d01_zombie_jobs_late_job_events_never_reopen_a_finished_job() {
 async fn d02_runs_never_regress_from_an_end_state() {
     let db = common::TestDb::migrated().await;
     let mut msgs = run_to_running("j", "r");
-    msgs.push(seq("q", "js").at(T0 + 4, run_errors("j", "r", vec![error(true, pod_error("boom", "n1", &[2], ""), "", "")])).encode());
+    msgs.push(
+        seq("q", "js")
+            .at(T0 + 4, run_errors("j", "r", vec![error(true, pod_error("boom", "n1", &[2], ""), "", "")]))
+            .encode(),
+    );
     ingest(&db.url, &msgs, 10_000).await;
     let ended = rows::run(&db.pool, "r").await;
     for late in [running("j", "r", Some("elsewhere")), assigned("j", "r"), leased("j", "r", "c2", "n9", "p2")] {
@@ -71,9 +81,17 @@ async fn d03_latest_run_id_never_rewinds_to_an_older_run() {
         seq("q", "js").at(T0 + 4, leased("j", "r2", "c", "n", "p")).encode(),
     ];
     ingest(&db.url, &msgs, 10_000).await;
-    ingest(&db.url, &[seq("q", "js").at(T0 + 2, assigned("j", "r1")).at(T0 + 3, running("j", "r1", None)).encode()], 10).await;
+    ingest(
+        &db.url,
+        &[seq("q", "js").at(T0 + 2, assigned("j", "r1")).at(T0 + 3, running("j", "r1", None)).encode()],
+        10,
+    )
+    .await;
     let j = rows::job(&db.pool, "j").await;
-    assert_eq!((j.latest_run_id.as_deref(), j.state, j.last_transition_time.as_str()), (Some("r2"), 8, ts(T0 + 4).as_str()));
+    assert_eq!(
+        (j.latest_run_id.as_deref(), j.state, j.last_transition_time.as_str()),
+        (Some("r2"), 8, ts(T0 + 4).as_str())
+    );
 }
 
 #[tokio::test]
@@ -87,7 +105,11 @@ async fn d04_replaying_any_prefix_of_the_stream_is_a_no_op() {
     let expected = (rows::jobs(&db.pool).await, rows::runs(&db.pool).await);
     for n in 1..=msgs.len() {
         ingest(&db.url, &msgs[..n], 3).await;
-        assert_eq!((rows::jobs(&db.pool).await, rows::runs(&db.pool).await), expected, "replaying the first {n} messages");
+        assert_eq!(
+            (rows::jobs(&db.pool).await, rows::runs(&db.pool).await),
+            expected,
+            "replaying the first {n} messages"
+        );
     }
 }
 
@@ -123,12 +145,21 @@ async fn d06_one_bad_row_is_quarantined_with_its_sqlstate_and_the_rest_commits()
     assert!(started.elapsed() < Duration::from_secs(30), "isolation must not retry forever");
     assert_eq!(s.quarantined, 1);
     let (reason, sqlstate, job_id, kind): (String, Option<String>, Option<String>, Option<String>) =
-        sqlx::query_as("SELECT reason, sqlstate, job_id, event_kind FROM lookout_ingester.quarantine").fetch_one(&db.pool).await.unwrap();
-    assert_eq!((reason.as_str(), sqlstate.as_deref(), job_id.as_deref(), kind.as_deref()), ("db_rejected", Some("23514"), Some("bad"), Some("submitJob")));
+        sqlx::query_as("SELECT reason, sqlstate, job_id, event_kind FROM lookout_ingester.quarantine")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (reason.as_str(), sqlstate.as_deref(), job_id.as_deref(), kind.as_deref()),
+        ("db_rejected", Some("23514"), Some("bad"), Some("submitJob"))
+    );
     assert_eq!(rows::job(&db.pool, "g1").await.state, 3);
     assert_eq!(rows::job(&db.pool, "g2").await.state, 3);
     // The lease of the rejected job waits for its job, visibly.
-    assert_eq!(rows::count(&db.pool, "SELECT count(*) FROM lookout_ingester.parked_event WHERE job_id = 'bad'").await, 1);
+    assert_eq!(
+        rows::count(&db.pool, "SELECT count(*) FROM lookout_ingester.parked_event WHERE job_id = 'bad'").await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -152,7 +183,12 @@ async fn d08_nul_is_removed_from_every_text_and_jsonb_value() {
     let msgs = vec![
         seq("q\0", "js").at(T0, sub).encode(),
         seq("q", "js").at(T0 + 1, leased("j", "r", "c\0", "n\0", "p\0")).encode(),
-        seq("q", "js").at(T0 + 2, run_errors("j", "r", vec![error(true, pod_error("m\0sg", "n\u{0}2", &[1], "d\0"), "c\0at", "s\0ub")])).encode(),
+        seq("q", "js")
+            .at(
+                T0 + 2,
+                run_errors("j", "r", vec![error(true, pod_error("m\0sg", "n\u{0}2", &[1], "d\0"), "c\0at", "s\0ub")]),
+            )
+            .encode(),
         seq("q", "js").at(T0 + 3, run_cancelled("j", "r", "why\0", "who\0")).encode(),
         seq("q", "js").at(T0 + 4, cancelled_job("j", "re\0ason", "us\0er")).encode(),
     ];
@@ -175,7 +211,11 @@ async fn d09_empty_strings_never_erase_stored_values() {
     let db = common::TestDb::migrated().await;
     let mut msgs = run_to_running("j", "r");
     msgs.push(seq("q", "js").at(T0 + 4, debug_info("j", "r", "{\"schemaVersion\":1}")).encode());
-    msgs.push(seq("q", "js").at(T0 + 5, run_errors("j", "r", vec![error(true, pod_error("", "", &[1], ""), "", "")])).encode());
+    msgs.push(
+        seq("q", "js")
+            .at(T0 + 5, run_errors("j", "r", vec![error(true, pod_error("", "", &[1], ""), "", "")]))
+            .encode(),
+    );
     msgs.push(seq("q", "js").at(T0 + 6, run_preempted("j", "r", "", "", "")).encode());
     ingest(&db.url, &msgs, 1).await;
     let r = rows::run(&db.pool, "r").await;
@@ -195,7 +235,9 @@ async fn d10_malformed_submit_degrades_per_job_instead_of_crashing() {
             KubernetesObject { object_meta: None, object: None },
         ];
     }
-    let msgs = vec![seq("q", "js").at(T0, no_meta).at(T0, submit_job("fine", 1, Some(pod(&[("cpu", "2")], None)), &[])).encode()];
+    let msgs = vec![
+        seq("q", "js").at(T0, no_meta).at(T0, submit_job("fine", 1, Some(pod(&[("cpu", "2")], None)), &[])).encode(),
+    ];
     let s = ingest(&db.url, &msgs, 10).await;
     assert_eq!(s.quarantined, 0);
     let j = rows::job(&db.pool, "no-meta").await;
@@ -205,7 +247,8 @@ async fn d10_malformed_submit_degrades_per_job_instead_of_crashing() {
     assert_eq!(&decoded.id[..], b"no-meta");
     assert!(decoded.pod_spec.is_none());
     assert_eq!(rows::job(&db.pool, "fine").await.cpu, 2000);
-    let fixes = rows::count(&db.pool, "SELECT count(*) FROM lookout_ingester.sanitized_value WHERE job_id = 'no-meta'").await;
+    let fixes =
+        rows::count(&db.pool, "SELECT count(*) FROM lookout_ingester.sanitized_value WHERE job_id = 'no-meta'").await;
     assert!(fixes >= 3, "no pod spec, the config map and the empty object are recorded ({fixes})");
 }
 
@@ -224,7 +267,10 @@ async fn d11_conflation_keeps_every_column() {
         .encode();
     ingest(&db.url, &[msg], 10_000).await;
     let j = rows::job(&db.pool, "j").await;
-    assert_eq!((j.state, j.cancel_reason.as_deref(), j.cancel_user.as_deref(), j.priority), (6, Some("why"), Some("who"), 3));
+    assert_eq!(
+        (j.state, j.cancel_reason.as_deref(), j.cancel_user.as_deref(), j.priority),
+        (6, Some("why"), Some("who"), 3)
+    );
     let r = rows::run(&db.pool, "r").await;
     assert_eq!((r.pending, r.started, r.finished), (Some(ts(T0 + 2)), Some(ts(T0 + 3)), Some(ts(T0 + 5))));
 }
@@ -242,7 +288,10 @@ async fn d13_an_invalid_quantity_costs_one_value_not_the_message() {
     assert_eq!((bad.cpu, bad.memory), (0, 1 << 30));
     assert_eq!(rows::job(&db.pool, "other").await.cpu, 250);
     let (field, fix, original): (String, String, Vec<u8>) =
-        sqlx::query_as("SELECT field, fix, original FROM lookout_ingester.sanitized_value WHERE job_id = 'bad'").fetch_one(&db.pool).await.unwrap();
+        sqlx::query_as("SELECT field, fix, original FROM lookout_ingester.sanitized_value WHERE job_id = 'bad'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert_eq!((field.as_str(), fix.as_str(), original.as_slice()), ("job.cpu", "bad_quantity", &b"lots"[..]));
 }
 
@@ -250,7 +299,11 @@ async fn d13_an_invalid_quantity_costs_one_value_not_the_message() {
 async fn d14_node_is_never_unknown_or_empty() {
     let db = common::TestDb::migrated().await;
     let msgs = vec![
-        seq("q", "js").at(T0, submit("a")).at(T0 + 1, leased("a", "ra", "c", "real-node", "p")).at(T0 + 2, running("a", "ra", None)).encode(),
+        seq("q", "js")
+            .at(T0, submit("a"))
+            .at(T0 + 1, leased("a", "ra", "c", "real-node", "p"))
+            .at(T0 + 2, running("a", "ra", None))
+            .encode(),
         seq("q", "js").at(T0, submit("b")).at(T0 + 1, leased("b", "rb", "c", "", "")).encode(),
     ];
     ingest(&db.url, &msgs, 10).await;
@@ -263,7 +316,11 @@ async fn d14_node_is_never_unknown_or_empty() {
 async fn d15_non_terminal_run_errors_change_no_state() {
     let db = common::TestDb::migrated().await;
     let mut msgs = run_to_running("j", "r");
-    msgs.push(seq("q", "js").at(T0 + 4, run_errors("j", "r", vec![error(false, lease_returned("retrying", ""), "c", "s")])).encode());
+    msgs.push(
+        seq("q", "js")
+            .at(T0 + 4, run_errors("j", "r", vec![error(false, lease_returned("retrying", ""), "c", "s")]))
+            .encode(),
+    );
     ingest(&db.url, &msgs, 10).await;
     let r = rows::run(&db.pool, "r").await;
     assert_eq!((r.state, r.finished, r.failure_category), (2, None, None));
@@ -278,8 +335,14 @@ async fn d16_job_level_failure_information_is_kept() {
     ingest(&db.url, &msgs, 10).await;
     let j = rows::job(&db.pool, "j").await;
     assert_eq!(j.state, 5);
-    assert_eq!((j.failure_category.as_deref(), j.failure_subcategory.as_deref()), (Some("internal"), Some("max-runs-exceeded")));
-    assert_eq!((j.failure_reason.as_deref(), j.failure_message.as_deref()), (Some("maxRunsExceeded"), Some("job exceeded 3 runs")));
+    assert_eq!(
+        (j.failure_category.as_deref(), j.failure_subcategory.as_deref()),
+        (Some("internal"), Some("max-runs-exceeded"))
+    );
+    assert_eq!(
+        (j.failure_reason.as_deref(), j.failure_message.as_deref()),
+        (Some("maxRunsExceeded"), Some("job exceeded 3 runs"))
+    );
 }
 
 #[tokio::test]
@@ -287,7 +350,11 @@ async fn d17_an_over_long_category_never_fails_the_batch() {
     let db = common::TestDb::migrated().await;
     let long = "x".repeat(200);
     let mut msgs = run_to_running("j", "r");
-    msgs.push(seq("q", "js").at(T0 + 4, run_errors("j", "r", vec![error(true, pod_error("m", "", &[1], ""), &long, "ok")])).encode());
+    msgs.push(
+        seq("q", "js")
+            .at(T0 + 4, run_errors("j", "r", vec![error(true, pod_error("m", "", &[1], ""), &long, "ok")]))
+            .encode(),
+    );
     msgs.extend(run_to_running("k", "rk"));
     let s = ingest(&db.url, &msgs, 10_000).await;
     assert_eq!((s.quarantined, s.batches), (0, 1));
@@ -307,7 +374,13 @@ async fn d18_a_batch_commits_whole_or_not_at_all() {
     .execute(&db.pool)
     .await
     .unwrap();
-    let msgs = vec![seq("q", "js").at(T0, submit("a")).at(T0, submit("b")).at(T0 + 1, job_errors("b", vec![error(true, rejected("no"), "", "")])).encode()];
+    let msgs = vec![
+        seq("q", "js")
+            .at(T0, submit("a"))
+            .at(T0, submit("b"))
+            .at(T0 + 1, job_errors("b", vec![error(true, rejected("no"), "", "")]))
+            .encode(),
+    ];
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("e.bin");
     std::fs::write(&path, delimited(&msgs)).unwrap();
@@ -323,15 +396,29 @@ async fn d18_a_batch_commits_whole_or_not_at_all() {
     let result = lookout_ingester::apply::apply_files(&store, &[path], 10).await;
     assert!(result.is_err(), "the batch cannot commit");
     assert_eq!(rows::count(&db.pool, "SELECT count(*) FROM job").await, 0, "no partial batch is visible");
-    assert_eq!(rows::count(&db.pool, "SELECT count(*) FROM lookout_ingester.quarantine").await, 0, "a transient error quarantines nothing");
+    assert_eq!(
+        rows::count(&db.pool, "SELECT count(*) FROM lookout_ingester.quarantine").await,
+        0,
+        "a transient error quarantines nothing"
+    );
 }
 
 #[tokio::test]
 async fn d19_identical_input_gives_identical_rows() {
-    let msgs = vec![seq("q", "js")
-        .at(T0, submit_job("j", 1, Some(pod(&[("cpu", "1")], None)), &[("armadaproject.io/x", "prefixed"), ("x", "plain"), ("y", "1")]))
-        .at(T0 + 1, leased("j", "r", "c", "n", "p"))
-        .encode()];
+    let msgs = vec![
+        seq("q", "js")
+            .at(
+                T0,
+                submit_job(
+                    "j",
+                    1,
+                    Some(pod(&[("cpu", "1")], None)),
+                    &[("armadaproject.io/x", "prefixed"), ("x", "plain"), ("y", "1")],
+                ),
+            )
+            .at(T0 + 1, leased("j", "r", "c", "n", "p"))
+            .encode(),
+    ];
     let mut results = Vec::new();
     for _ in 0..2 {
         let db = common::TestDb::migrated().await;
@@ -358,19 +445,41 @@ async fn d20_updates_for_missing_parents_are_parked_counted_and_reapplied() {
     let s = ingest(&db.url, &[seq("q", "js").at(T0 + 1, leased("j", "r", "c", "n", "p")).encode()], 10).await;
     assert_eq!(s.unparked, 2);
     let j = rows::job(&db.pool, "j").await;
-    assert_eq!((j.state, j.latest_run_id.as_deref(), j.last_transition_time.as_str()), (3, Some("r"), ts(T0 + 3).as_str()));
+    assert_eq!(
+        (j.state, j.latest_run_id.as_deref(), j.last_transition_time.as_str()),
+        (3, Some("r"), ts(T0 + 3).as_str())
+    );
     let r = rows::run(&db.pool, "r").await;
     assert_eq!((r.state, r.pending, r.started), (2, Some(ts(T0 + 2)), Some(ts(T0 + 3))));
     let left: Vec<(String, String, String)> =
-        sqlx::query_as("SELECT job_id, waits_for, event_kind FROM lookout_ingester.parked_event").fetch_all(&db.pool).await.unwrap();
+        sqlx::query_as("SELECT job_id, waits_for, event_kind FROM lookout_ingester.parked_event")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
     assert_eq!(left, vec![("ghost".to_string(), "job".to_string(), "jobSucceeded".to_string())]);
 }
 
 #[tokio::test]
 async fn annotation_blocklist_and_prefix_from_configuration() {
     let db = common::TestDb::migrated().await;
-    let conv = Converter { annotation_prefix: Some("corp.io/".into()), annotation_blocklist: vec!["corp.io/secret".into()], ..Default::default() };
-    let msgs = vec![seq("q", "js").at(T0, submit_job("j", 1, None, &[("corp.io/team", "a"), ("Corp.io/Secret", "s"), ("armadaproject.io/x", "y")])).encode()];
+    let conv = Converter {
+        annotation_prefix: Some("corp.io/".into()),
+        annotation_blocklist: vec!["corp.io/secret".into()],
+        ..Default::default()
+    };
+    let msgs = vec![
+        seq("q", "js")
+            .at(
+                T0,
+                submit_job(
+                    "j",
+                    1,
+                    None,
+                    &[("corp.io/team", "a"), ("Corp.io/Secret", "s"), ("armadaproject.io/x", "y")],
+                ),
+            )
+            .encode(),
+    ];
     ingest_with(&db.url, &msgs, 10, conv).await;
     assert_eq!(rows::job(&db.pool, "j").await.annotations, serde_json::json!({"team": "a", "armadaproject.io/x": "y"}));
 }

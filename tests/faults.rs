@@ -10,9 +10,9 @@
 //! test fails.
 
 mod common;
-mod support;
 #[path = "support/harness.rs"]
 mod harness;
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -64,10 +64,16 @@ fn doubling_witnesses(tag: &str, n: usize) -> Vec<Keyed> {
             let job = format!("{tag}w{i:06}");
             match i % 3 {
                 0 => ("garbage".to_string(), vec![0xff, 0xff, 0xff, 0x07, i as u8, 0x42]),
-                1 => ("witness".to_string(), seq("research", "witness").at(T0 + i as i64, submit_with_nul_namespace(&job)).encode()),
+                1 => (
+                    "witness".to_string(),
+                    seq("research", "witness").at(T0 + i as i64, submit_with_nul_namespace(&job)).encode(),
+                ),
                 _ => {
                     let long_queue = "q".repeat(600);
-                    ("witness".to_string(), seq(&long_queue, "witness").at(T0 + i as i64, submit_job(&job, 2, None, &[])).encode())
+                    (
+                        "witness".to_string(),
+                        seq(&long_queue, "witness").at(T0 + i as i64, submit_job(&job, 2, None, &[])).encode(),
+                    )
                 }
             }
         })
@@ -238,7 +244,10 @@ fn huge_message(tag: &str, jobs: usize) -> Vec<u8> {
     for i in 0..jobs {
         let job = format!("{tag}h{i:07}");
         s = s.at(T0 + (i % 1000) as i64, submit_job(&job, (i % 3) as u32, None, &[]));
-        s = s.at(T0 + 1000 + (i % 1000) as i64, leased(&job, &format!("{tag}-hr-{i:07}"), "cluster-b", "node-9", "bulk"));
+        s = s.at(
+            T0 + 1000 + (i % 1000) as i64,
+            leased(&job, &format!("{tag}-hr-{i:07}"), "cluster-b", "node-9", "bulk"),
+        );
     }
     s.encode()
 }
@@ -265,7 +274,8 @@ async fn poison_never_stalls_and_is_kept_where_it_can_be_seen() {
     let good = stream(tag, 240, T0);
     let long = "x".repeat(10_000);
     let job = |n: &str| format!("{tag}p{n}");
-    let cancel_set = EventKind::CancelJobSet(ev::CancelJobSet { states: vec![42, 1], reason: support::events::b("spring clean") });
+    let cancel_set =
+        EventKind::CancelJobSet(ev::CancelJobSet { states: vec![42, 1], reason: support::events::b("spring clean") });
     let mut oom_99 = error(true, pod_error("odd reason", "node-1", &[1], ""), &long, "sub");
     if let Some(ev::error::Reason::PodError(p)) = &mut oom_99.reason {
         p.kubernetes_reason = 99;
@@ -281,7 +291,10 @@ async fn poison_never_stalls_and_is_kept_where_it_can_be_seen() {
     };
     let poison: Vec<(&str, Keyed)> = vec![
         ("garbage", ("poison".into(), vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x00, 0x12])),
-        ("empty queue", ("poison".into(), seq("", "poison").at(T0, submit_job(&job("empty-q"), 1, None, &[])).encode())),
+        (
+            "empty queue",
+            ("poison".into(), seq("", "poison").at(T0, submit_job(&job("empty-q"), 1, None, &[])).encode()),
+        ),
         ("no events", ("poison".into(), seq("research", "poison").encode())),
         ("invalid id", ("poison".into(), invalid_id_seq.encode_to_vec())),
         (
@@ -290,7 +303,8 @@ async fn poison_never_stalls_and_is_kept_where_it_can_be_seen() {
                 let mut s = seq("research", "set-\u{1}").at(T0, submit_job(&job("utf8"), 1, None, &[("note", "ok")]));
                 s.seq.job_set_name = lookout_ingester::proto::Bytes::from_static(b"set-\xff\xfe");
                 if let Some(EventKind::SubmitJob(sj)) = &mut s.seq.events[0].event {
-                    sj.object_meta.as_mut().unwrap().namespace = lookout_ingester::proto::Bytes::from_static(b"ns-\xc3");
+                    sj.object_meta.as_mut().unwrap().namespace =
+                        lookout_ingester::proto::Bytes::from_static(b"ns-\xc3");
                 }
                 s.encode()
             }),
@@ -305,7 +319,10 @@ async fn poison_never_stalls_and_is_kept_where_it_can_be_seen() {
                     .encode()
             }),
         ),
-        ("10 000-char queue", ("poison".into(), seq(&long, "poison").at(T0, submit_job(&job("long-q"), 1, None, &[])).encode())),
+        (
+            "10 000-char queue",
+            ("poison".into(), seq(&long, "poison").at(T0, submit_job(&job("long-q"), 1, None, &[])).encode()),
+        ),
         (
             "10 000-char category, KubernetesReason 99",
             ("poison".into(), {
@@ -491,9 +508,8 @@ async fn two_instances_share_the_partitions_and_one_takes_over_when_the_other_is
         seen.iter().all(|(active, n)| *n == 2 && active.is_some()).then_some(seen)
     })
     .await;
-    let owned_by = |who: &str| -> Vec<u32> {
-        (0..PARTITIONS).filter(|p| owners[*p as usize].0.as_deref() == Some(who)).collect()
-    };
+    let owned_by =
+        |who: &str| -> Vec<u32> { (0..PARTITIONS).filter(|p| owners[*p as usize].0.as_deref() == Some(who)).collect() };
     let (of_a, of_b) = (owned_by(&name_a), owned_by(&name_b));
     eprintln!("[faults] active on partitions: {name_a} {of_a:?}, {name_b} {of_b:?}");
     assert!(!of_a.is_empty() && !of_b.is_empty() && of_a.len() + of_b.len() == PARTITIONS as usize, "{owners:?}");
@@ -513,12 +529,14 @@ async fn two_instances_share_the_partitions_and_one_takes_over_when_the_other_is
     }
     let mut blocker = db.connect().await;
     blocker.execute("BEGIN").await.unwrap();
-    sqlx::query("SELECT 1 FROM lookout_ingester.consumer_position WHERE subscription = $1 AND topic = ANY($2) FOR UPDATE")
-        .bind(&sub)
-        .bind(of_a.iter().map(|p| part(*p)).collect::<Vec<_>>())
-        .execute(&mut blocker)
-        .await
-        .unwrap();
+    sqlx::query(
+        "SELECT 1 FROM lookout_ingester.consumer_position WHERE subscription = $1 AND topic = ANY($2) FOR UPDATE",
+    )
+    .bind(&sub)
+    .bind(of_a.iter().map(|p| part(*p)).collect::<Vec<_>>())
+    .execute(&mut blocker)
+    .await
+    .unwrap();
     let thirds = messages.len() / 3;
     let mut producer = b.producer(&topic, true).await;
     publish(&mut producer, &messages[..thirds]).await;
@@ -665,14 +683,18 @@ async fn sigterm_during_a_large_batch_commits_it_acks_it_and_exits_0() {
     assert!(took < SHUTDOWN_TIMEOUT, "the drain took {took:?}");
     assert_eq!(child.log_count("shutdown timeout"), 0, "the drain hit shutdown_timeout:\n{}", child.log_tail(30));
     let after = positions(&db.pool, &sub).await;
-    assert!(after != at_signal && after.iter().all(|(t, p)| at_signal.get(t).is_none_or(|s| p >= s)),
-        "the batch in flight was committed: {at_signal:?} → {after:?}");
+    assert!(
+        after != at_signal && after.iter().all(|(t, p)| at_signal.get(t).is_none_or(|s| p >= s)),
+        "the batch in flight was committed: {at_signal:?} → {after:?}"
+    );
     for p in 0..PARTITIONS {
         let cursor = b.mark_delete(&topic, p, &sub).await;
         match after.get(&format!("{topic}-partition-{p}")) {
             Some((l, e, _)) => assert_eq!(cursor, Some((*l, *e)), "partition {p}: cursor = committed position"),
             // Nothing committed there yet: nothing acknowledged (the cursor is before the first entry).
-            None => assert!(cursor.is_some_and(|(_, e)| e == -1), "partition {p}: nothing committed, cursor {cursor:?}"),
+            None => {
+                assert!(cursor.is_some_and(|(_, e)| e == -1), "partition {p}: nothing committed, cursor {cursor:?}")
+            }
         }
     }
     let backlog: u64 = b.backlogs(&topic, PARTITIONS, &sub).await.unwrap().iter().sum();
@@ -701,7 +723,9 @@ async fn trickle(b: Broker, topic: String, messages: Vec<Keyed>, chunk: usize, p
 }
 
 /// Polls `/readyz` until stopped; returns the non-200 answers.
-fn readyz_watch(addr: std::net::SocketAddr) -> (std::sync::Arc<std::sync::atomic::AtomicBool>, tokio::task::JoinHandle<Vec<String>>) {
+fn readyz_watch(
+    addr: std::net::SocketAddr,
+) -> (std::sync::Arc<std::sync::atomic::AtomicBool>, tokio::task::JoinHandle<Vec<String>>) {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let handle = tokio::spawn({
         let stop = stop.clone();
@@ -808,7 +832,10 @@ async fn pulsar_and_postgres_restarts_mid_stream_resume_by_themselves() {
     // Per writer lane: the batch being retried, one waiting, one being gathered (each at most BATCH messages).
     let bound = WRITERS * 3 * BATCH;
     assert!(published > 3 * bound, "publish far more than the queues hold");
-    assert!(consumed > 0.0 && consumed <= bound as f64, "read {consumed} messages while Postgres was down (bound {bound})");
+    assert!(
+        consumed > 0.0 && consumed <= bound as f64,
+        "read {consumed} messages while Postgres was down (bound {bound})"
+    );
     assert_eq!(acks, 0.0, "acknowledged while Postgres was down");
     assert_eq!(cursors, cursors0, "the broker's cursor moved while Postgres was down");
     private("pg", "start").await;

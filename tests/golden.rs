@@ -17,7 +17,15 @@ async fn apply(db: &common::TestDb, messages: &[Vec<u8>], batch_events: usize) -
 
 fn happy_path(job: &str, run: &str) -> Vec<Seq> {
     vec![
-        seq("q", "js").at(T0, submit_job(job, 5, Some(pod(&[("cpu", "1.5"), ("memory", "1Gi"), ("nvidia.com/gpu", "1")], Some("high"))), &[("armadaproject.io/team", "a")])),
+        seq("q", "js").at(
+            T0,
+            submit_job(
+                job,
+                5,
+                Some(pod(&[("cpu", "1.5"), ("memory", "1Gi"), ("nvidia.com/gpu", "1")], Some("high"))),
+                &[("armadaproject.io/team", "a")],
+            ),
+        ),
         seq("q", "js").at(T0 + 1, leased(job, run, "cluster-1", "node-a", "pool-1")),
         seq("q", "js").at(T0 + 2, assigned(job, run)),
         seq("q", "js").at(T0 + 3, running(job, run, Some("node-n"))),
@@ -105,7 +113,10 @@ async fn example_2_cancel_while_running_and_2b_late_running() {
         assert_eq!(j.last_transition_time, ts(T0 + 5));
         assert_eq!(r.state, 12);
         assert_eq!(r.finished, Some(ts(T0 + 4)));
-        assert_eq!(r.termination_reason, Some(serde_json::json!({"reason": "user asked", "args": {"requestor": "bob"}})));
+        assert_eq!(
+            r.termination_reason,
+            Some(serde_json::json!({"reason": "user asked", "args": {"requestor": "bob"}}))
+        );
     };
     check(rows::job(&db.pool, "job2").await, rows::run(&db.pool, "run2").await);
     let before = (rows::job(&db.pool, "job2").await, rows::run(&db.pool, "run2").await);
@@ -121,7 +132,9 @@ async fn example_3_preemption() {
     let db = common::TestDb::migrated().await;
     let mut seqs = first_four("job3", "run3");
     seqs.push(seq("q", "js").at(T0 + 4, run_preempted("job3", "run3", "preempted by higher priority", "job9", "")));
-    seqs.push(seq("q", "js").at(T0 + 5, run_errors("job3", "run3", vec![error(true, preempted_error("preempted"), "", "")])));
+    seqs.push(
+        seq("q", "js").at(T0 + 5, run_errors("job3", "run3", vec![error(true, preempted_error("preempted"), "", "")])),
+    );
     seqs.push(seq("q", "js").at(T0 + 6, job_errors("job3", vec![error(true, preempted_error("preempted"), "", "")])));
     apply(&db, &encode(&seqs), 10_000).await;
     let j = rows::job(&db.pool, "job3").await;
@@ -133,7 +146,9 @@ async fn example_3_preemption() {
     assert_eq!(r.error.as_deref(), Some("preempted by higher priority"));
     assert_eq!(
         r.termination_reason,
-        Some(serde_json::json!({"reason": "preempted by higher priority", "args": {"preemptingJobId": "job9", "requestor": "alice"}}))
+        Some(
+            serde_json::json!({"reason": "preempted by higher priority", "args": {"preemptingJobId": "job9", "requestor": "alice"}})
+        )
     );
     // No later event changes it: a success arriving afterwards is ignored.
     apply(&db, &encode(&[seq("q", "js").at(T0 + 7, job_succeeded("job3"))]), 10_000).await;
@@ -145,7 +160,8 @@ async fn example_4_rejection_keeps_job_level_category() {
     let db = common::TestDb::migrated().await;
     let seqs = vec![
         seq("q", "js").at(T0, submit_job("job4", 1, Some(pod(&[("cpu", "1")], None)), &[])),
-        seq("q", "js").at(T0 + 1, job_errors("job4", vec![error(true, rejected("queue is full"), "internal", "job-rejected")])),
+        seq("q", "js")
+            .at(T0 + 1, job_errors("job4", vec![error(true, rejected("queue is full"), "internal", "job-rejected")])),
     ];
     apply(&db, &encode(&seqs), 10_000).await;
     let j = rows::job(&db.pool, "job4").await;
@@ -165,7 +181,8 @@ async fn example_5_retry_after_lease_return() {
     let seqs = vec![
         seq("q", "js").at(T0, submit_job("job5", 1, Some(pod(&[("cpu", "1")], None)), &[])),
         seq("q", "js").at(T0 + 1, leased("job5", "r1", "c1", "n1", "p")),
-        seq("q", "js").at(T0 + 2, run_errors("job5", "r1", vec![error(true, lease_returned("pod could not start", ""), "", "")])),
+        seq("q", "js")
+            .at(T0 + 2, run_errors("job5", "r1", vec![error(true, lease_returned("pod could not start", ""), "", "")])),
         seq("q", "js").at(T0 + 3, requeued("job5")),
         seq("q", "js").at(T0 + 4, leased("job5", "r2", "c1", "n2", "p")),
         seq("q", "js").at(T0 + 5, running("job5", "r2", Some("n2"))),
@@ -190,9 +207,21 @@ async fn example_6_failure_with_category() {
     let mut seqs = first_four("job6", "run6");
     seqs.push(seq("q", "js").at(
         T0 + 4,
-        run_errors("job6", "run6", vec![error(true, pod_error("OOMKilled: container exceeded its memory limit", "node-2", &[0, 137], "dbg"), "oom", "container-limit")]),
+        run_errors(
+            "job6",
+            "run6",
+            vec![error(
+                true,
+                pod_error("OOMKilled: container exceeded its memory limit", "node-2", &[0, 137], "dbg"),
+                "oom",
+                "container-limit",
+            )],
+        ),
     ));
-    seqs.push(seq("q", "js").at(T0 + 5, job_errors("job6", vec![error(true, pod_error("failed", "node-2", &[137], ""), "oom", "container-limit")])));
+    seqs.push(seq("q", "js").at(
+        T0 + 5,
+        job_errors("job6", vec![error(true, pod_error("failed", "node-2", &[137], ""), "oom", "container-limit")]),
+    ));
     apply(&db, &encode(&seqs), 10_000).await;
     assert_eq!(rows::job(&db.pool, "job6").await.state, 5);
     let r = rows::run(&db.pool, "run6").await;
@@ -210,7 +239,10 @@ async fn example_6_failure_with_category() {
 async fn example_7_non_terminal_run_error_sets_no_category_nor_finished() {
     let db = common::TestDb::migrated().await;
     let mut seqs = first_four("job7", "run7");
-    seqs.push(seq("q", "js").at(T0 + 4, run_errors("job7", "run7", vec![error(false, pod_error("transient", "node-2", &[1], ""), "oom", "x")])));
+    seqs.push(seq("q", "js").at(
+        T0 + 4,
+        run_errors("job7", "run7", vec![error(false, pod_error("transient", "node-2", &[1], ""), "oom", "x")]),
+    ));
     apply(&db, &encode(&seqs), 10_000).await;
     let r = rows::run(&db.pool, "run7").await;
     assert_eq!(r.state, 2, "non-terminal error changes no state");
@@ -238,7 +270,15 @@ async fn example_8_duplicates_in_two_batches() {
 async fn example_9_out_of_order_inside_one_message() {
     let db = common::TestDb::migrated().await;
     let msg = seq("q", "js")
-        .at(T0, submit_job("job9", 5, Some(pod(&[("cpu", "1.5"), ("memory", "1Gi"), ("nvidia.com/gpu", "1")], Some("high"))), &[("armadaproject.io/team", "a")]))
+        .at(
+            T0,
+            submit_job(
+                "job9",
+                5,
+                Some(pod(&[("cpu", "1.5"), ("memory", "1Gi"), ("nvidia.com/gpu", "1")], Some("high"))),
+                &[("armadaproject.io/team", "a")],
+            ),
+        )
         .at(T0 + 1, leased("job9", "run9", "cluster-1", "node-a", "pool-1"))
         .at(T0 + 2, assigned("job9", "run9"))
         .at(T0 + 4, run_succeeded("job9", "run9"))

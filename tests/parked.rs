@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use lookout_ingester::convert::Converter;
 use lookout_ingester::store::Store;
-use sqlx::postgres::PgConnectOptions;
 use sqlx::Executor;
+use sqlx::postgres::PgConnectOptions;
 use support::events::*;
 use support::ingest::ingest;
 use support::rows;

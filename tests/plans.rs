@@ -77,10 +77,8 @@ async fn merges_probe_stored_rows_by_key_while_statistics_are_missing() {
 
     let mut found = Vec::new();
     for (name, statement) in [("job::UPDATE", job::UPDATE), ("job_run::UPDATE", job_run::UPDATE)] {
-        let plan: Value = sqlx::query_scalar(&format!("EXPLAIN (FORMAT JSON) {statement}"))
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
+        let plan: Value =
+            sqlx::query_scalar(&format!("EXPLAIN (FORMAT JSON) {statement}")).fetch_one(&mut conn).await.unwrap();
         let root = &plan[0]["Plan"];
         per_row_scans(root, false, name, &mut found);
     }

@@ -81,7 +81,15 @@ fn events_of(lc: Lifecycle, job: &str, base: i64) -> Vec<Published> {
         out.push(Published { path, event: event(t, kind) });
     };
     use Path::*;
-    push(Server, submit_job(job, 2, Some(pod(&[("cpu", "500m"), ("memory", "64Mi")], Some("p1"))), &[("armadaproject.io/k", "v")]));
+    push(
+        Server,
+        submit_job(
+            job,
+            2,
+            Some(pod(&[("cpu", "500m"), ("memory", "64Mi")], Some("p1"))),
+            &[("armadaproject.io/k", "v")],
+        ),
+    );
     let run = |i: u8| format!("{job}-r{i}");
     let start = |push: &mut dyn FnMut(Path, EventKind), r: &str, run_it: bool| {
         // The scheduler binds the pod to the node it leases, so the lease and the running pod name the same node
@@ -103,7 +111,10 @@ fn events_of(lc: Lifecycle, job: &str, base: i64) -> Vec<Published> {
         }
         Lifecycle::FailWithCategory => {
             start(&mut push, &run(1), true);
-            push(Executor, run_errors(job, &run(1), vec![error(true, pod_error("oom", "node-c", &[137], "d"), "oom", "limit")]));
+            push(
+                Executor,
+                run_errors(job, &run(1), vec![error(true, pod_error("oom", "node-c", &[137], "d"), "oom", "limit")]),
+            );
             push(Executor, debug_info(job, &run(1), "{\"schemaVersion\":1,\"x\":2}"));
             push(Scheduler, job_errors(job, vec![error(true, pod_error("oom", "node-c", &[137], ""), "oom", "limit")]));
         }
@@ -227,20 +238,24 @@ fn sequence(events: Vec<Event>) -> Vec<u8> {
 }
 
 /// Rows of the jobs whose id starts with `prefix`, with the prefix removed (so two deliveries compare).
-async fn snapshot(pool: &sqlx::PgPool, prefix: &str) -> (Vec<rows::Job>, Vec<rows::Run>, Vec<(String, Option<String>)>) {
+async fn snapshot(
+    pool: &sqlx::PgPool,
+    prefix: &str,
+) -> (Vec<rows::Job>, Vec<rows::Run>, Vec<(String, Option<String>)>) {
     let strip = |s: &str| s.strip_prefix(prefix).map(str::to_string);
-    let mut jobs: Vec<rows::Job> = rows::jobs(pool).await.into_iter().filter(|j| j.job_id.starts_with(prefix)).collect();
+    let mut jobs: Vec<rows::Job> =
+        rows::jobs(pool).await.into_iter().filter(|j| j.job_id.starts_with(prefix)).collect();
     for j in &mut jobs {
         j.job_id = strip(&j.job_id).unwrap();
         j.latest_run_id = j.latest_run_id.as_deref().and_then(strip);
     }
-    let mut runs: Vec<rows::Run> = rows::runs(pool).await.into_iter().filter(|r| r.job_id.starts_with(prefix)).collect();
+    let mut runs: Vec<rows::Run> =
+        rows::runs(pool).await.into_iter().filter(|r| r.job_id.starts_with(prefix)).collect();
     for r in &mut runs {
         r.run_id = strip(&r.run_id).unwrap();
         r.job_id = strip(&r.job_id).unwrap();
-        r.termination_reason = r.termination_reason.take().map(|v| {
-            serde_json::from_str(&v.to_string().replace(prefix, "")).unwrap()
-        });
+        r.termination_reason =
+            r.termination_reason.take().map(|v| serde_json::from_str(&v.to_string().replace(prefix, "")).unwrap());
     }
     let mut errors = Vec::new();
     for j in &jobs {
@@ -263,7 +278,10 @@ fn env() -> &'static Env {
         let (db, store) = rt.block_on(async {
             let db = common::TestDb::migrated().await;
             let opts = PgConnectOptions::from_str(&db.url).unwrap();
-            let store = Store::connect(opts, Converter::default(), None, Duration::from_secs(1)).await.unwrap().with_max_attempts(3);
+            let store = Store::connect(opts, Converter::default(), None, Duration::from_secs(1))
+                .await
+                .unwrap()
+                .with_max_attempts(3);
             (db, store)
         });
         Env { rt, db, store, dir: tempfile::tempdir().unwrap() }
@@ -287,7 +305,10 @@ async fn deliver(env: &Env, name: &str, msgs: Vec<Vec<u8>>, batch_sizes: &[usize
 }
 
 fn prefixed(lcs: &[Lifecycle], prefix: &str) -> Vec<Vec<Published>> {
-    lcs.iter().enumerate().map(|(i, lc)| events_of(*lc, &format!("{prefix}j{i}"), 1_700_000_000 + 1000 * i as i64)).collect()
+    lcs.iter()
+        .enumerate()
+        .map(|(i, lc)| events_of(*lc, &format!("{prefix}j{i}"), 1_700_000_000 + 1000 * i as i64))
+        .collect()
 }
 
 proptest! {

@@ -56,7 +56,9 @@ async fn job_run_errors_every_reason() {
     let mut msgs = Vec::new();
     for (i, (_, reason)) in all_reasons().into_iter().enumerate() {
         let (job, run) = (format!("j{i}"), format!("r{i}"));
-        msgs.push(started(&job, &run).at(T0 + 4, run_errors(&job, &run, vec![error(true, reason, "cat", "sub")])).encode());
+        msgs.push(
+            started(&job, &run).at(T0 + 4, run_errors(&job, &run, vec![error(true, reason, "cat", "sub")])).encode(),
+        );
     }
     let no_reason = ev::Error { terminal: true, reason: None, ..Default::default() };
     msgs.push(started("jx", "rx").at(T0 + 4, run_errors("jx", "rx", vec![no_reason])).encode());
@@ -69,7 +71,11 @@ async fn job_run_errors_every_reason() {
         assert_eq!(r.node.as_deref(), Some(node), "{name}");
         assert_eq!(r.debug.as_deref(), debug, "{name}");
         assert_eq!(r.finished, Some(ts(T0 + 4)), "{name}");
-        assert_eq!((r.failure_category.as_deref(), r.failure_subcategory.as_deref()), (Some("cat"), Some("sub")), "{name}");
+        assert_eq!(
+            (r.failure_category.as_deref(), r.failure_subcategory.as_deref()),
+            (Some("cat"), Some("sub")),
+            "{name}"
+        );
         // The job moves only with JobErrors.
         assert_eq!(rows::job(&db.pool, &format!("j{i}")).await.state, 3, "{name}");
     }
@@ -101,11 +107,18 @@ async fn job_errors_every_reason() {
         assert_eq!(j.state, state, "{name}");
         assert_eq!(j.last_transition_time, ts(T0 + 5), "{name}");
         assert_eq!(j.failure_reason.as_deref(), Some(*name), "{name}");
-        assert_eq!((j.failure_category.as_deref(), j.failure_subcategory.as_deref()), (Some("cat"), Some("sub")), "{name}");
+        assert_eq!(
+            (j.failure_category.as_deref(), j.failure_subcategory.as_deref()),
+            (Some("cat"), Some("sub")),
+            "{name}"
+        );
         let job_error = rows::job_error(&db.pool, &job).await;
         assert_eq!(job_error.as_deref(), if *name == "jobRejected" { Some("rejected") } else { None }, "{name}");
     }
-    let retry: Option<String> = sqlx::query_scalar("SELECT ingester_retry_policy FROM job WHERE job_id = 'j0'").fetch_one(&db.pool).await.unwrap();
+    let retry: Option<String> = sqlx::query_scalar("SELECT ingester_retry_policy FROM job WHERE job_id = 'j0'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(retry.as_deref(), Some("default-policy"));
 }
 
@@ -114,10 +127,22 @@ async fn job_errors_uses_first_terminal_and_ignores_non_terminal() {
     let db = common::TestDb::migrated().await;
     let msgs = vec![
         started("a", "ra").at(T0 + 5, job_errors("a", vec![error(false, max_runs("retry"), "x", "")])).encode(),
-        started("b", "rb").at(T0 + 5, job_errors("b", vec![error(false, pod_error("m", "", &[], ""), "", ""), error(true, preempted_error("p"), "", "")])).encode(),
+        started("b", "rb")
+            .at(
+                T0 + 5,
+                job_errors(
+                    "b",
+                    vec![error(false, pod_error("m", "", &[], ""), "", ""), error(true, preempted_error("p"), "", "")],
+                ),
+            )
+            .encode(),
     ];
     ingest(&db.url, &msgs, 10_000).await;
-    assert_eq!(rows::job(&db.pool, "a").await.state, 3, "a non-terminal JobErrors announces a retry and changes nothing");
+    assert_eq!(
+        rows::job(&db.pool, "a").await.state,
+        3,
+        "a non-terminal JobErrors announces a retry and changes nothing"
+    );
     assert_eq!(rows::job(&db.pool, "b").await.state, 7);
 }
 
@@ -127,46 +152,77 @@ async fn categories_first_non_preemption_error_terminal_only_non_empty_and_at_mo
     let long = "é".repeat(70);
     let msgs = vec![
         // The preemption error is skipped; the next one is chosen, whatever comes after it.
-        started("a", "ra").at(T0 + 4, run_errors("a", "ra", vec![
-            error(true, preempted_error("p"), "ignored", "ignored"),
-            error(true, pod_error("m", "", &[1], ""), "oom", "limit"),
-            error(true, pod_error("m2", "", &[2], ""), "other", "other"),
-        ])).encode(),
+        started("a", "ra")
+            .at(
+                T0 + 4,
+                run_errors(
+                    "a",
+                    "ra",
+                    vec![
+                        error(true, preempted_error("p"), "ignored", "ignored"),
+                        error(true, pod_error("m", "", &[1], ""), "oom", "limit"),
+                        error(true, pod_error("m2", "", &[2], ""), "other", "other"),
+                    ],
+                ),
+            )
+            .encode(),
         // Subcategory without category is stored as is.
-        started("b", "rb").at(T0 + 4, run_errors("b", "rb", vec![error(true, pod_error("m", "", &[], ""), "", "only-sub")])).encode(),
+        started("b", "rb")
+            .at(T0 + 4, run_errors("b", "rb", vec![error(true, pod_error("m", "", &[], ""), "", "only-sub")]))
+            .encode(),
         // Over-long values are cut at 63 characters (not bytes) and recorded; the batch does not fail.
-        started("c", "rc").at(T0 + 4, run_errors("c", "rc", vec![error(true, pod_error("m", "", &[], ""), &long, &long)])).encode(),
+        started("c", "rc")
+            .at(T0 + 4, run_errors("c", "rc", vec![error(true, pod_error("m", "", &[], ""), &long, &long)]))
+            .encode(),
         // Non-terminal: no category, no state change, no finished.
-        started("d", "rd").at(T0 + 4, run_errors("d", "rd", vec![error(false, pod_error("m", "", &[], ""), "cat", "sub")])).encode(),
+        started("d", "rd")
+            .at(T0 + 4, run_errors("d", "rd", vec![error(false, pod_error("m", "", &[], ""), "cat", "sub")]))
+            .encode(),
     ];
     let summary = ingest(&db.url, &msgs, 10_000).await;
     assert_eq!(summary.quarantined, 0);
     let a = rows::run(&db.pool, "ra").await;
-    assert_eq!((a.failure_category.as_deref(), a.failure_subcategory.as_deref(), a.exit_code), (Some("oom"), Some("limit"), Some(1)));
+    assert_eq!(
+        (a.failure_category.as_deref(), a.failure_subcategory.as_deref(), a.exit_code),
+        (Some("oom"), Some("limit"), Some(1))
+    );
     let b = rows::run(&db.pool, "rb").await;
     assert_eq!((b.failure_category.as_deref(), b.failure_subcategory.as_deref()), (None, Some("only-sub")));
     let c = rows::run(&db.pool, "rc").await;
     assert_eq!(c.failure_category.as_deref().map(|s| s.chars().count()), Some(63));
     assert_eq!(c.failure_category.as_deref(), Some("é".repeat(63).as_str()));
-    let fixes: Vec<(String, String, Vec<u8>)> =
-        sqlx::query_as("SELECT field, fix, original FROM lookout_ingester.sanitized_value WHERE run_id = 'rc' ORDER BY field")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
+    let fixes: Vec<(String, String, Vec<u8>)> = sqlx::query_as(
+        "SELECT field, fix, original FROM lookout_ingester.sanitized_value WHERE run_id = 'rc' ORDER BY field",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
     assert_eq!(fixes.len(), 2);
     assert_eq!((fixes[0].0.as_str(), fixes[0].1.as_str()), ("job_run.failure_category", "truncated"));
     assert_eq!(fixes[0].2, long.as_bytes(), "the original value is kept");
     let d = rows::run(&db.pool, "rd").await;
     assert_eq!((d.state, d.finished, d.failure_category), (2, None, None));
     // A later error with empty categories never clears them.
-    ingest(&db.url, &[seq("q", "js").at(T0 + 9, run_errors("a", "ra", vec![error(true, pod_error("m", "", &[], ""), "", "")])).encode()], 10).await;
+    ingest(
+        &db.url,
+        &[seq("q", "js")
+            .at(T0 + 9, run_errors("a", "ra", vec![error(true, pod_error("m", "", &[], ""), "", "")]))
+            .encode()],
+        10,
+    )
+    .await;
     assert_eq!(rows::run(&db.pool, "ra").await.failure_category.as_deref(), Some("oom"));
 }
 
 #[tokio::test]
 async fn ingress_debug_reprioritise_annotations_and_external_uri() {
     let db = common::TestDb::migrated().await;
-    let mut submit = submit_job("j", 3, Some(pod(&[("cpu", "1")], None)), &[("armadaproject.io/externalJobUri", "http://x/1"), ("armadaproject.io/a", "1"), ("b", "2")]);
+    let mut submit = submit_job(
+        "j",
+        3,
+        Some(pod(&[("cpu", "1")], None)),
+        &[("armadaproject.io/externalJobUri", "http://x/1"), ("armadaproject.io/a", "1"), ("b", "2")],
+    );
     if let EventKind::SubmitJob(s) = &mut submit {
         s.object_meta.as_mut().unwrap().namespace = b("team-ns");
     }
@@ -208,7 +264,11 @@ async fn arms_that_change_nothing_are_accepted_silently() {
         EventKind::ReprioritiseJobSet(ev::ReprioritiseJobSet { priority: 1 }),
         EventKind::CancelJob(ev::CancelJob { reason: b("r"), job_id: b("j") }),
         EventKind::CancelJobSet(ev::CancelJobSet { states: vec![0], reason: b("r") }),
-        EventKind::ResourceUtilisation(ev::ResourceUtilisation { job_id: b("j"), run_id: b("r"), ..Default::default() }),
+        EventKind::ResourceUtilisation(ev::ResourceUtilisation {
+            job_id: b("j"),
+            run_id: b("r"),
+            ..Default::default()
+        }),
         EventKind::PartitionMarker(ev::PartitionMarker { group_id: b("g"), partition: 1 }),
         EventKind::JobRunPreemptionRequested(ev::JobRunPreemptionRequested { job_id: b("j"), run_id: b("r") }),
         EventKind::JobPreemptionRequested(ev::JobPreemptionRequested { job_id: b("j"), reason: b("r") }),

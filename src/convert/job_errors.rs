@@ -26,7 +26,8 @@ pub fn apply(ctx: &mut Ctx<'_>, e: &JobErrors, out: &mut RowChanges) {
         Some(Reason::LeaseExpired(_)) => (job_state::FAILED, "leaseExpired", None),
         None => (job_state::FAILED, "unknown", None),
     };
-    let message_text = message.and_then(|m| ctx.fx.fit_opt(m, Some(limits::FAILURE_MESSAGE), "job.ingester_failure_message"));
+    let message_text =
+        message.and_then(|m| ctx.fx.fit_opt(m, Some(limits::FAILURE_MESSAGE), "job.ingester_failure_message"));
     if state == job_state::REJECTED {
         let blob = ctx.blob(message.unwrap_or_default());
         out.create_job_error(JobErrorRow { job_id: job_id.clone(), error: blob, source: ctx.id });

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 
 use crate::message::Ts;
 use crate::proto::api::{self, StringMapEntry as ApiEntry};
-use crate::proto::armadaevents::{KubernetesObject, ObjectMeta, StringMapEntry, SubmitJob, kubernetes_main_object, kubernetes_object};
+use crate::proto::armadaevents::{
+    KubernetesObject, ObjectMeta, StringMapEntry, SubmitJob, kubernetes_main_object, kubernetes_object,
+};
 use crate::proto::k8s::io::api::core::v1::{self as core_v1, PodSpec, QuantityMapEntry, ResourceRequirements};
 use crate::proto::k8s::io::api::networking::v1 as networking_v1;
 use crate::proto::k8s::io::apimachinery::pkg::apis::meta::v1 as meta_v1;
@@ -45,13 +47,16 @@ pub fn api_job(input: &SpecInput<'_>, fx: &mut Fixer) -> api::Job {
         match &object.object {
             Some(kubernetes_object::Object::PodSpec(p)) => pod_specs.extend(p.pod_spec.clone()),
             Some(kubernetes_object::Object::Ingress(spec)) => {
-                k8s_ingress.push(networking_v1::Ingress { metadata: Some(object_meta(object)), spec: Some(spec.clone()) });
+                k8s_ingress
+                    .push(networking_v1::Ingress { metadata: Some(object_meta(object)), spec: Some(spec.clone()) });
             }
             Some(kubernetes_object::Object::Service(spec)) => {
                 k8s_service.push(core_v1::Service { metadata: Some(object_meta(object)), spec: Some(spec.clone()) });
             }
             // The reference crashes on these (spec §6 D10); we leave them out of the spec and say so.
-            Some(kubernetes_object::Object::ConfigMap(raw)) => fx.record("job_spec.objects", "unsupported_config_map", raw.to_vec()),
+            Some(kubernetes_object::Object::ConfigMap(raw)) => {
+                fx.record("job_spec.objects", "unsupported_config_map", raw.to_vec())
+            }
             None => fx.record("job_spec.objects", "empty_object", Vec::new()),
         }
     }
@@ -144,7 +149,10 @@ fn scheduling_requirements(pod: &PodSpec) -> ResourceRequirements {
                 *slot = if sidecar { slot.saturating_add(v) } else { (*slot).max(v) };
             }
         }
-        total.into_iter().map(|(k, milli)| QuantityMapEntry::new(k.into_bytes(), canonical(milli).into_bytes())).collect()
+        total
+            .into_iter()
+            .map(|(k, milli)| QuantityMapEntry::new(k.into_bytes(), canonical(milli).into_bytes()))
+            .collect()
     };
     ResourceRequirements { requests: fold(|r| &r.requests), limits: fold(|r| &r.limits), claims: Vec::new() }
 }
@@ -167,7 +175,10 @@ mod tests {
         Container {
             name: Some(name.as_bytes().to_vec().into()),
             resources: Some(ResourceRequirements {
-                requests: reqs.iter().map(|(k, v)| QuantityMapEntry::new(k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect(),
+                requests: reqs
+                    .iter()
+                    .map(|(k, v)| QuantityMapEntry::new(k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                    .collect(),
                 ..Default::default()
             }),
             restart_policy: restart.map(|r| r.as_bytes().to_vec().into()),
@@ -199,7 +210,15 @@ mod tests {
     }
 
     fn input(s: &SubmitJob) -> SpecInput<'_> {
-        SpecInput { job_id: "j1", queue: "q", jobset: "js", owner: "me", namespace: "ns", created: 1_500_000, submit: s }
+        SpecInput {
+            job_id: "j1",
+            queue: "q",
+            jobset: "js",
+            owner: "me",
+            namespace: "ns",
+            created: 1_500_000,
+            submit: s,
+        }
     }
 
     #[test]
@@ -229,14 +248,24 @@ mod tests {
     fn several_pod_specs_and_extra_objects() {
         let pod = PodSpec::default();
         let extra = KubernetesObject {
-            object_meta: Some(ObjectMeta { name: Bytes::from_static(b"svc"), kubernetes_id: Bytes::from_static(b"uid"), ..Default::default() }),
+            object_meta: Some(ObjectMeta {
+                name: Bytes::from_static(b"svc"),
+                kubernetes_id: Bytes::from_static(b"uid"),
+                ..Default::default()
+            }),
             object: Some(kubernetes_object::Object::Service(Bytes::from_static(b"\x0a\x00"))),
         };
         let extra_pod = KubernetesObject {
             object_meta: None,
-            object: Some(kubernetes_object::Object::PodSpec(PodSpecWithAvoidList { pod_spec: Some(Bytes::from_static(b"")), node_avoidlist: vec![] })),
+            object: Some(kubernetes_object::Object::PodSpec(PodSpecWithAvoidList {
+                pod_spec: Some(Bytes::from_static(b"")),
+                node_avoidlist: vec![],
+            })),
         };
-        let cm = KubernetesObject { object_meta: None, object: Some(kubernetes_object::Object::ConfigMap(Bytes::from_static(b"x"))) };
+        let cm = KubernetesObject {
+            object_meta: None,
+            object: Some(kubernetes_object::Object::ConfigMap(Bytes::from_static(b"x"))),
+        };
         let s = submit(Some(pod), vec![extra, extra_pod, cm]);
         let mut fx = Fixer::new(EventId { message: 0, event: 0 });
         let job = api_job(&input(&s), &mut fx);

@@ -188,7 +188,8 @@ impl Converter {
                     .as_ref()
                     .and_then(|t| ts_from_parts(t.seconds, t.nanos))
                     .unwrap_or(msg.raw.publish_time);
-                let mut ctx = Ctx { id, ts, queue: &queue, jobset: &jobset, owner: &owner, conv: self, fx: Fixer::new(id) };
+                let mut ctx =
+                    Ctx { id, ts, queue: &queue, jobset: &jobset, owner: &owner, conv: self, fx: Fixer::new(id) };
                 apply_event(&mut ctx, event, &mut out);
                 out.sanitized.append(&mut ctx.fx.fixes);
             }

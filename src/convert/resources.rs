@@ -187,7 +187,10 @@ mod tests {
     fn container(reqs: &[(&str, &str)]) -> Container {
         Container {
             resources: Some(ResourceRequirements {
-                requests: reqs.iter().map(|(k, v)| QuantityMapEntry::new(k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect(),
+                requests: reqs
+                    .iter()
+                    .map(|(k, v)| QuantityMapEntry::new(k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                    .collect(),
                 ..Default::default()
             }),
             ..Default::default()

@@ -17,15 +17,16 @@ const EXTERNAL_URI_ANNOTATION: &str = "armadaproject.io/externalJobUri";
 pub fn apply(ctx: &mut Ctx<'_>, e: &SubmitJob, out: &mut RowChanges) {
     let Some(job_id) = ctx.job_id(out, &e.job_id, "submitJob") else { return };
     let meta = e.object_meta.as_ref();
-    let namespace = meta.map(|m| ctx.fx.fit(&m.namespace, Some(limits::NAMESPACE), "job.namespace")).unwrap_or_default();
+    let namespace =
+        meta.map(|m| ctx.fx.fit(&m.namespace, Some(limits::NAMESPACE), "job.namespace")).unwrap_or_default();
     let entries = meta.map(|m| m.annotations.as_slice()).unwrap_or_default();
     let annotations = annotations::stored(entries, ctx.conv, &mut ctx.fx);
 
     let main_pod = main_pod_spec(ctx, e);
     let requests = main_pod.as_ref().map(|p| resources::requests(p, &mut ctx.fx)).unwrap_or_default();
-    let priority_class = main_pod
-        .as_ref()
-        .and_then(|p| ctx.fx.fit_opt(or_empty(&p.priority_class_name), Some(limits::PRIORITY_CLASS), "job.priority_class"));
+    let priority_class = main_pod.as_ref().and_then(|p| {
+        ctx.fx.fit_opt(or_empty(&p.priority_class_name), Some(limits::PRIORITY_CLASS), "job.priority_class")
+    });
     let uri_bytes: &[u8] = if e.external_job_uri.is_empty() {
         annotations::raw(entries, EXTERNAL_URI_ANNOTATION).unwrap_or_default()
     } else {

@@ -123,7 +123,13 @@ WHERE r.run_id = n.key
 pub fn copy_new<'a>(runs: impl Iterator<Item = &'a RunRow>) -> CopyWriter {
     let mut w = CopyWriter::new(6);
     for r in runs {
-        w.row().text(&r.run_id).text(&r.job_id).text(&r.cluster).opt_text(r.node.as_deref()).ts(r.leased).opt_text(r.pool.as_deref());
+        w.row()
+            .text(&r.run_id)
+            .text(&r.job_id)
+            .text(&r.cluster)
+            .opt_text(r.node.as_deref())
+            .ts(r.leased)
+            .opt_text(r.pool.as_deref());
     }
     w
 }

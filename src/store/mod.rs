@@ -639,11 +639,7 @@ struct Taken {
 
 /// Takes, in rounds, the parked events whose parent the batch creates (a parked lease creates a run, which can
 /// release events waiting for that run), and returns them as single-event messages in their original order.
-async fn take_parked(
-    conn: &mut PgConnection,
-    converter: &Converter,
-    fresh: &[&DecodedMessage],
-) -> sqlx::Result<Taken> {
+async fn take_parked(conn: &mut PgConnection, converter: &Converter, fresh: &[&DecodedMessage]) -> sqlx::Result<Taken> {
     let (mut jobs, mut runs) = converter.created_ids(fresh);
     let mut created = (jobs.clone(), runs.clone());
     let mut out: Vec<DecodedMessage> = Vec::new();

@@ -145,8 +145,13 @@ pub async fn any(conn: &mut PgConnection) -> sqlx::Result<bool> {
 /// Sorts parked rows back into the order their events had in the stream.
 fn in_stream_order(rows: &mut [Row]) {
     rows.sort_by(|a, b| {
-        (&a.source, a.ledger_id, a.entry_id, a.batch_index, a.event_index)
-            .cmp(&(&b.source, b.ledger_id, b.entry_id, b.batch_index, b.event_index))
+        (&a.source, a.ledger_id, a.entry_id, a.batch_index, a.event_index).cmp(&(
+            &b.source,
+            b.ledger_id,
+            b.entry_id,
+            b.batch_index,
+            b.event_index,
+        ))
     });
 }
 

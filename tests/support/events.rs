@@ -27,7 +27,13 @@ pub struct Seq {
 
 pub fn seq(queue: &str, jobset: &str) -> Seq {
     Seq {
-        seq: EventSequence { queue: b(queue), job_set_name: b(jobset), user_id: b("alice"), groups: vec![], events: vec![] },
+        seq: EventSequence {
+            queue: b(queue),
+            job_set_name: b(jobset),
+            user_id: b("alice"),
+            groups: vec![],
+            events: vec![],
+        },
     }
 }
 
@@ -114,7 +120,12 @@ pub fn cancelled_job(job: &str, reason: &str, requestor: &str) -> EventKind {
 }
 
 pub fn run_cancelled(job: &str, run: &str, reason: &str, requestor: &str) -> EventKind {
-    EventKind::JobRunCancelled(ev::JobRunCancelled { job_id: b(job), run_id: b(run), reason: b(reason), requestor: b(requestor) })
+    EventKind::JobRunCancelled(ev::JobRunCancelled {
+        job_id: b(job),
+        run_id: b(run),
+        reason: b(reason),
+        requestor: b(requestor),
+    })
 }
 
 pub fn run_preempted(job: &str, run: &str, reason: &str, preempting_job: &str, requestor: &str) -> EventKind {
@@ -145,7 +156,11 @@ pub fn ingress(job: &str, run: &str, addresses: &[(i32, &str)]) -> EventKind {
 }
 
 pub fn debug_info(job: &str, run: &str, message: &str) -> EventKind {
-    EventKind::JobRunTerminatedDebugInfo(ev::JobRunTerminatedDebugInfo { job_id: b(job), run_id: b(run), debug_message: b(message) })
+    EventKind::JobRunTerminatedDebugInfo(ev::JobRunTerminatedDebugInfo {
+        job_id: b(job),
+        run_id: b(run),
+        debug_message: b(message),
+    })
 }
 
 /// An `Error` with the given reason and flags.
@@ -163,14 +178,21 @@ pub fn pod_error(message: &str, node: &str, exit_codes: &[i32], debug: &str) -> 
     Reason::PodError(ev::PodError {
         message: b(message),
         node_name: b(node),
-        container_errors: exit_codes.iter().map(|c| ev::ContainerError { exit_code: *c, ..Default::default() }).collect(),
+        container_errors: exit_codes
+            .iter()
+            .map(|c| ev::ContainerError { exit_code: *c, ..Default::default() })
+            .collect(),
         debug_message: b(debug),
         ..Default::default()
     })
 }
 
 pub fn lease_returned(message: &str, debug: &str) -> Reason {
-    Reason::PodLeaseReturned(ev::PodLeaseReturned { message: b(message), debug_message: b(debug), ..Default::default() })
+    Reason::PodLeaseReturned(ev::PodLeaseReturned {
+        message: b(message),
+        debug_message: b(debug),
+        ..Default::default()
+    })
 }
 
 pub fn preempted_error(reason: &str) -> Reason {

@@ -175,7 +175,12 @@ impl Broker {
     }
 
     /// The active consumer of the subscription on each partition, and how many consumers it has there.
-    pub async fn active_consumers(&self, topic: &str, partitions: u32, subscription: &str) -> Vec<(Option<String>, usize)> {
+    pub async fn active_consumers(
+        &self,
+        topic: &str,
+        partitions: u32,
+        subscription: &str,
+    ) -> Vec<(Option<String>, usize)> {
         let mut out = Vec::new();
         for p in 0..partitions {
             let stats = self.partition_stats(topic, p).await.unwrap_or_default();
@@ -228,7 +233,8 @@ impl Broker {
                 }
             };
             let made = async {
-                let client = Pulsar::builder(self.url.clone(), TokioExecutor).build().await.map_err(|e| e.to_string())?;
+                let client =
+                    Pulsar::builder(self.url.clone(), TokioExecutor).build().await.map_err(|e| e.to_string())?;
                 client.producer().with_topic(topic).with_options(options).build().await.map_err(|e| e.to_string())
             };
             match tokio::time::timeout(Duration::from_secs(30), made).await {
@@ -253,7 +259,8 @@ pub async fn publish(p: &mut Producer<TokioExecutor>, messages: &[Keyed]) -> Vec
     for window in messages.chunks(500) {
         let mut receipts = Vec::with_capacity(window.len());
         for (key, payload) in window {
-            let msg = producer::Message { payload: payload.clone(), partition_key: Some(key.clone()), ..Default::default() };
+            let msg =
+                producer::Message { payload: payload.clone(), partition_key: Some(key.clone()), ..Default::default() };
             receipts.push(p.send_non_blocking(msg).await.expect("queue message"));
         }
         if let Err(e) = p.send_batch().await {
@@ -331,7 +338,8 @@ impl ServerDb {
         admin.execute(format!("CREATE DATABASE \"{name}\"").as_str()).await.expect("create database");
         let _ = admin.close().await;
         let url = crate::common::with_database(admin_url, &name);
-        let cfg = lookout_ingester::config::PostgresConfig { url: Some(url.clone()), pool_size: 4, ..Default::default() };
+        let cfg =
+            lookout_ingester::config::PostgresConfig { url: Some(url.clone()), pool_size: 4, ..Default::default() };
         let pool = lookout_ingester::db::pool(&cfg).await.expect("pool");
         lookout_ingester::migrate::migrate(&pool).await.expect("migrate");
         ServerDb { url, pool, admin_url: admin_url.to_string(), name }
@@ -411,7 +419,8 @@ impl Child {
             .spawn()
             .expect("spawn lookout-ingester");
         let pid = process.id().expect("pid");
-        let mut child = Child { name: spec.name.clone(), process, pid, http: "0.0.0.0:0".parse().unwrap(), log, _dir: dir };
+        let mut child =
+            Child { name: spec.name.clone(), process, pid, http: "0.0.0.0:0".parse().unwrap(), log, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(addr) = child.logged_http_addr() {
@@ -532,7 +541,8 @@ pub fn job_messages(tag: &str, i: usize, t0: i64) -> Vec<Keyed> {
         }
         2 => {
             start(&mut out, &run(1), t0 + 1);
-            let oom = error(true, pod_error("container main was OOMKilled", &node, &[137], "OOMKilled"), "oom", "limit");
+            let oom =
+                error(true, pod_error("container main was OOMKilled", &node, &[137], "OOMKilled"), "oom", "limit");
             out.push(s(t0 + 15, run_errors(&job, &run(1), vec![oom.clone()])));
             out.push(s(t0 + 16, job_errors(&job, vec![oom])));
         }
@@ -621,20 +631,32 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub async fn read(pool: &PgPool) -> Snapshot {
-        let job_specs = sqlx::query_as("SELECT job_id, job_spec FROM job_spec ORDER BY job_id").fetch_all(pool).await.expect("job_spec");
-        let job_errors = sqlx::query_as("SELECT job_id, error FROM job_error ORDER BY job_id").fetch_all(pool).await.expect("job_error");
-        let quarantine = sqlx::query_as("SELECT reason, event_kind, job_id, payload FROM lookout_ingester.quarantine
-                            ORDER BY reason, event_kind, job_id, payload")
+        let job_specs = sqlx::query_as("SELECT job_id, job_spec FROM job_spec ORDER BY job_id")
+            .fetch_all(pool)
+            .await
+            .expect("job_spec");
+        let job_errors = sqlx::query_as("SELECT job_id, error FROM job_error ORDER BY job_id")
+            .fetch_all(pool)
+            .await
+            .expect("job_error");
+        let quarantine = sqlx::query_as(
+            "SELECT reason, event_kind, job_id, payload FROM lookout_ingester.quarantine
+                            ORDER BY reason, event_kind, job_id, payload",
+        )
         .fetch_all(pool)
         .await
         .expect("quarantine");
-        let sanitized = sqlx::query_as("SELECT field, fix, job_id, run_id, original FROM lookout_ingester.sanitized_value
-                           ORDER BY field, fix, job_id, run_id, original")
+        let sanitized = sqlx::query_as(
+            "SELECT field, fix, job_id, run_id, original FROM lookout_ingester.sanitized_value
+                           ORDER BY field, fix, job_id, run_id, original",
+        )
         .fetch_all(pool)
         .await
         .expect("sanitized");
-        let parked = sqlx::query_as("SELECT waits_for, event_kind, job_id, run_id, event FROM lookout_ingester.parked_event
-                        ORDER BY waits_for, event_kind, job_id, run_id, event")
+        let parked = sqlx::query_as(
+            "SELECT waits_for, event_kind, job_id, run_id, event FROM lookout_ingester.parked_event
+                        ORDER BY waits_for, event_kind, job_id, run_id, event",
+        )
         .fetch_all(pool)
         .await
         .expect("parked");

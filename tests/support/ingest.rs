@@ -25,9 +25,10 @@ pub async fn ingest_with(url: &str, messages: &[Vec<u8>], batch_events: usize, c
 }
 
 pub async fn ingest_file(url: &str, path: &std::path::Path, batch_events: usize, converter: Converter) -> Summary {
-    let store = Store::connect(PgConnectOptions::from_str(url).expect("url"), converter, None, Duration::from_millis(200))
-        .await
-        .expect("store")
-        .with_max_attempts(3);
+    let store =
+        Store::connect(PgConnectOptions::from_str(url).expect("url"), converter, None, Duration::from_millis(200))
+            .await
+            .expect("store")
+            .with_max_attempts(3);
     apply_files(&store, &[path], batch_events).await.expect("apply")
 }

@@ -4,8 +4,8 @@
 use std::io::Read;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgRow;
 use sqlx::Row as _;
+use sqlx::postgres::PgRow;
 
 /// Every column of `job` a test may look at; timestamps as `YYYY-MM-DD HH:MM:SS[.ffffff]` text (UTC wall clock).
 #[derive(Debug, Clone, PartialEq)]
