@@ -5,7 +5,8 @@
 //! `source` (Pulsar) → `decode` → `batch` → `convert` (events → row changes) → `store` (Postgres, one
 //! transaction per batch) → ack (back in `source`).
 //!
-//! `pipeline` wires the stages together for `run`; `apply` drives decode → convert → store over a file.
+//! `pipeline` wires the stages together for `run`; `apply` drives decode → convert → store over a file; `replay`
+//! feeds the pipeline from Pulsar readers (and moves the live subscription back, `rewind`).
 
 pub mod apply;
 pub mod batch;
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod pipeline;
 pub mod proto;
+pub mod replay;
 pub mod source;
 pub mod startup;
 pub mod store;

@@ -51,6 +51,12 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Rebuild tables from the topic (Pulsar readers; the live subscription is not touched), into the configured
+    /// database or `--database-url`; `--follow` then hands over to live ingestion.
+    Replay(lookout_ingester::replay::ReplayArgs),
+    /// Move the subscription back to a time or message ids and clear the stored positions, so the service ingests
+    /// that window again (every replica must be stopped).
+    Rewind(lookout_ingester::replay::RewindArgs),
     /// Print the effective configuration (secrets masked) and exit.
     Config,
 }
@@ -97,7 +103,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(dispatch(cli.command, config));
+    let result = runtime.block_on(dispatch(cli.command, config, cli.database_url));
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -107,8 +113,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+async fn dispatch(command: Command, config: Config, database_url: Option<String>) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Replay(args) => lookout_ingester::replay::replay(args, config, database_url).await,
+        Command::Rewind(args) => lookout_ingester::replay::rewind(args, config).await,
         Command::Config => {
             print!("{}", config.to_masked_yaml()?);
             Ok(ExitCode::SUCCESS)

@@ -56,15 +56,31 @@ pub async fn run(
     lanes: usize,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_with(|out, commits, cancel| source.run(out, commits, cancel), converter, limits, store, lanes, cancel).await
+}
+
+/// [`run`] fed by any source: `source(out, commits, cancel)` behaves as [`Source::run`] does (sends messages on
+/// `out`, takes the committed positions from `commits`, ends once `cancel` fired and `commits` closed). `replay`
+/// feeds the same stages from Pulsar readers this way.
+pub async fn run_with<S, F>(
+    source: S,
+    converter: Converter,
+    limits: Limits,
+    store: Arc<Store>,
+    lanes: usize,
+    cancel: CancellationToken,
+) -> anyhow::Result<()>
+where
+    S: FnOnce(mpsc::Sender<RawMessage>, mpsc::Receiver<Committed>, CancellationToken) -> F,
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
     let lanes = lanes.max(1);
     let (msg_tx, msg_rx) = mpsc::channel::<RawMessage>(MESSAGE_CHANNEL);
     let (commit_tx, commit_rx) = mpsc::channel::<Committed>(COMMIT_CHANNEL);
 
     let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
-    tasks.spawn({
-        let cancel = cancel.clone();
-        async move { ("source", source.run(msg_tx, commit_rx, cancel).await) }
-    });
+    let source = source(msg_tx, commit_rx, cancel.clone());
+    tasks.spawn(async move { ("source", source.await) });
     let mut lane_inputs = Vec::with_capacity(lanes);
     for _ in 0..lanes {
         let (lane_tx, lane_rx) = mpsc::channel::<RawMessage>(MESSAGE_CHANNEL);

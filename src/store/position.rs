@@ -29,6 +29,21 @@ FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::int[]) AS t(topic, ledge
 WHERE p.subscription = $1 AND p.topic = t.topic
   AND (t.ledger_id, t.entry_id, t.batch_index) > (p.ledger_id, p.entry_id, p.batch_index)";
 
+/// Moves each position back (never forward): `rewind` clears what the service would otherwise skip.
+const MOVE_BACK: &str = "
+UPDATE lookout_ingester.consumer_position p
+SET ledger_id = t.ledger_id, entry_id = t.entry_id, batch_index = t.batch_index, updated_at = now()
+FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::int[]) AS t(topic, ledger_id, entry_id, batch_index)
+WHERE p.subscription = $1 AND p.topic = t.topic
+  AND (t.ledger_id, t.entry_id, t.batch_index) < (p.ledger_id, p.entry_id, p.batch_index)";
+
+/// The stored positions, without locking them.
+const READ: &str = "
+SELECT topic, ledger_id, entry_id, batch_index
+FROM lookout_ingester.consumer_position
+WHERE subscription = $1 AND topic = ANY($2::text[])
+ORDER BY topic";
+
 /// Committed `(ledger, entry, batch index)` per topic partition.
 pub type Committed = HashMap<String, (i64, i64, i32)>;
 
@@ -43,6 +58,30 @@ pub async fn save(
     subscription: &str,
     positions: &HashMap<String, (i64, i64, i32)>,
 ) -> sqlx::Result<()> {
+    update(conn, SAVE, subscription, positions).await
+}
+
+/// Sets each position back to the given one where it is further on; positions already behind it stay.
+pub async fn move_back(
+    conn: &mut PgConnection,
+    subscription: &str,
+    positions: &HashMap<String, (i64, i64, i32)>,
+) -> sqlx::Result<()> {
+    update(conn, MOVE_BACK, subscription, positions).await
+}
+
+pub async fn read(conn: &mut PgConnection, subscription: &str, topics: &[String]) -> sqlx::Result<Committed> {
+    let rows: Vec<(String, i64, i64, i32)> =
+        sqlx::query_as(READ).bind(subscription).bind(topics).fetch_all(&mut *conn).await?;
+    Ok(rows.into_iter().map(|(t, l, e, b)| (t, (l, e, b))).collect())
+}
+
+async fn update(
+    conn: &mut PgConnection,
+    sql: &str,
+    subscription: &str,
+    positions: &HashMap<String, (i64, i64, i32)>,
+) -> sqlx::Result<()> {
     if positions.is_empty() {
         return Ok(());
     }
@@ -54,7 +93,7 @@ pub async fn save(
         entries.push(*e);
         indexes.push(*b);
     }
-    sqlx::query(SAVE)
+    sqlx::query(sql)
         .bind(subscription)
         .bind(&topics)
         .bind(&ledgers)

@@ -3,4 +3,5 @@
 
 pub mod events;
 pub mod ingest;
+pub mod digest;
 pub mod rows;
