@@ -126,10 +126,11 @@ impl Reporter {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+            // A last update when stopped, so even a short replay shows one.
+            let last = tokio::select! {
+                _ = stop.cancelled() => true,
+                _ = tick.tick() => false,
+            };
             let (f, t) = self.figures();
             match &self.bar {
                 Some(pb) => {
@@ -152,6 +153,9 @@ impl Reporter {
                     "replay: {}",
                     f.line()
                 ),
+            }
+            if last {
+                return;
             }
         }
     }

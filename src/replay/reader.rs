@@ -250,10 +250,11 @@ impl ReaderSource {
                 cancel.cancel();
             }
             let consuming = out.is_some();
+            let mut stopping = false;
             tokio::select! {
                 biased;
                 _ = cancel.cancelled(), if consuming => {
-                    out = None;
+                    stopping = true;
                     pending = None;
                     readers.abort_all();
                 }
@@ -289,6 +290,10 @@ impl ReaderSource {
                         handle.abort();
                     }
                 }
+            }
+            if stopping {
+                // Dropping the sender ends the batcher's input: it flushes its open batch.
+                out = None;
             }
         }
         readers.abort_all();

@@ -2,7 +2,8 @@
 //!
 //! A batch locks the rows of the partitions it holds at the start of its transaction (so two replicas that briefly
 //! both hold a partition during a failover take turns), skips messages at or before the stored position, and
-//! advances the position in the same transaction as the rows it writes.
+//! advances the position in the same transaction as the rows it writes. `rewind` sets positions back
+//! ([`move_back`]) under the same lock.
 
 use std::collections::HashMap;
 
