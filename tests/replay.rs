@@ -226,8 +226,9 @@ async fn a_replay_after_a_sigkilled_live_ingest_gives_the_same_tables() {
     let partial = digests(&db.pool).await;
     assert!(partial[0].rows < want[0].rows, "the kill left part of the stream: {partial:?}");
 
-    let ran = cli(&db.url, &["replay", &format!("--topic={topic}"), &format!("--subscription={sub}"), "--progress=log"])
-        .await;
+    let ran =
+        cli(&db.url, &["replay", &format!("--topic={topic}"), &format!("--subscription={sub}"), "--progress=log"])
+            .await;
     assert!(ran.ok, "replay failed");
     assert_same_digests(&digests(&db.pool).await, &want, "replay after kill -9");
 }
@@ -272,7 +273,8 @@ async fn follow_hands_over_to_live_ingestion() {
     assert_same_digests(&digests(&db.pool().await).await, &want, "replay, then live");
 
     // A second --follow on the same subscription is refused before anything is read.
-    let ran = cli(&db.url, &["replay", &format!("--topic={topic}"), &format!("--subscription={sub}"), "--follow"]).await;
+    let ran =
+        cli(&db.url, &["replay", &format!("--topic={topic}"), &format!("--subscription={sub}"), "--follow"]).await;
     assert!(!ran.ok && ran.stderr.contains("exists"), "a second --follow must be refused");
 }
 
@@ -312,6 +314,7 @@ async fn a_rewound_window_is_ingested_again_by_the_service() {
     let db = TestDb::migrated().await;
     let spec = service("live", &db.url, &topic, &sub);
     let mut child = Child::spawn(&spec).await;
+    child.wait_ready(WAIT).await;
     b.wait_backlog_zero(&topic, PARTITIONS, &sub, WAIT).await;
     assert_same_digests(&digests(&db.pool).await, &want, "live ingest");
 
@@ -329,7 +332,11 @@ async fn a_rewound_window_is_ingested_again_by_the_service() {
     let lost = submitted(second);
     assert!(!lost.is_empty());
     for table in ["job_spec", "job_error", "job_run", "job"] {
-        sqlx::query(&format!("DELETE FROM {table} WHERE job_id = ANY($1)")).bind(&lost).execute(&db.pool).await.unwrap();
+        sqlx::query(&format!("DELETE FROM {table} WHERE job_id = ANY($1)"))
+            .bind(&lost)
+            .execute(&db.pool)
+            .await
+            .unwrap();
     }
     assert_ne!(digests(&db.pool).await, want);
 
@@ -344,7 +351,8 @@ async fn a_rewound_window_is_ingested_again_by_the_service() {
     assert!(cleared.iter().all(|(p, k)| *k <= stored[p]), "positions only move back: {cleared:?} from {stored:?}");
     assert!(cleared.iter().any(|(p, k)| *k < stored[p]), "positions cleared: {cleared:?} from {stored:?}");
 
-    let _child = Child::spawn(&spec).await;
+    let child = Child::spawn(&spec).await;
+    child.wait_ready(WAIT).await;
     b.wait_backlog_zero(&topic, PARTITIONS, &sub, WAIT).await;
     eventually("the window ingested again", WAIT, || async {
         let now = digests(&db.pool).await;
@@ -372,12 +380,8 @@ async fn rewind_by_message_id_moves_positions_back_and_reports_a_late_writer() {
 
     // Partition 0 goes back to its last message; partition 1 is not named and stays.
     let last0 = admin.last_message_id(&partitions[0]).await.unwrap().key().unwrap();
-    let target = Target::Ids(vec![MessageId {
-        partition: PartitionRef::Index(0),
-        ledger: last0.0,
-        entry: last0.1,
-        batch: 0,
-    }]);
+    let target =
+        Target::Ids(vec![MessageId { partition: PartitionRef::Index(0), ledger: last0.0, entry: last0.1, batch: 0 }]);
     let ahead: HashMap<String, (i64, i64, i32)> =
         partitions.iter().map(|p| (p.clone(), (last0.0, last0.1 + 1000, 0))).collect();
     let mut conn = db.pool.acquire().await.unwrap();
@@ -393,7 +397,11 @@ async fn rewind_by_message_id_moves_positions_back_and_reports_a_late_writer() {
     let now = positions(&db.pool, &sub).await;
     assert_eq!(now[&partitions[0]], (last0.0, last0.1, -1));
     assert_eq!(now[&partitions[1]], ahead[&partitions[1]], "an unnamed partition stays");
-    assert_eq!(b.backlogs(&topic, PARTITIONS, &sub).await.unwrap()[0], 1, "partition 0 delivers its last message again");
+    assert_eq!(
+        b.backlogs(&topic, PARTITIONS, &sub).await.unwrap()[0],
+        1,
+        "partition 0 delivers its last message again"
+    );
     rewind::verify(&db.pool, &plan, Duration::ZERO).await.expect("nothing wrote since");
 
     // Applying it again never moves a position forward.

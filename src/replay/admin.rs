@@ -90,7 +90,8 @@ impl Admin {
         if let Some(path) = p.tls_trust_certs_file_path.as_ref().filter(|_| base.starts_with("https://")) {
             let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
             http = http.add_root_certificate(
-                reqwest::Certificate::from_pem(&pem).with_context(|| format!("{} is not a PEM certificate", path.display()))?,
+                reqwest::Certificate::from_pem(&pem)
+                    .with_context(|| format!("{} is not a PEM certificate", path.display()))?,
             );
         }
         Ok(Admin { http: http.build().context("cannot build the admin API client")?, base, token })
@@ -214,10 +215,7 @@ impl Admin {
     pub async fn consumers(&self, partition: &str, subscription: &str) -> anyhow::Result<Vec<String>> {
         let stats: serde_json::Value = self.get_json(&self.url(partition, "/stats")).await?.unwrap_or_default();
         let consumers = stats["subscriptions"][subscription]["consumers"].as_array().cloned().unwrap_or_default();
-        Ok(consumers
-            .iter()
-            .map(|c| c["consumerName"].as_str().unwrap_or("(unnamed)").to_string())
-            .collect())
+        Ok(consumers.iter().map(|c| c["consumerName"].as_str().unwrap_or("(unnamed)").to_string()).collect())
     }
 
     /// Moves `subscription`'s cursor on one partition so that the next message it delivers is `(ledger, entry)`

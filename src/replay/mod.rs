@@ -114,16 +114,22 @@ pub fn target_database(config: &Config, database_url: Option<&str>) -> PostgresC
 /// database). Returns whether it was created.
 pub async fn create_database(options: &PgConnectOptions) -> anyhow::Result<bool> {
     let name = options.get_database().context("the target database URL names no database")?.to_string();
-    let mut admin = options.clone().database("postgres").connect().await.with_context(|| {
-        format!("cannot connect to the server's postgres database to create {name}")
-    })?;
+    let mut admin = options
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to the server's postgres database to create {name}"))?;
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
         .bind(&name)
         .fetch_one(&mut admin)
         .await?;
     if !exists {
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        admin.execute(format!("CREATE DATABASE {quoted}").as_str()).await.with_context(|| format!("CREATE DATABASE {quoted}"))?;
+        admin
+            .execute(format!("CREATE DATABASE {quoted}").as_str())
+            .await
+            .with_context(|| format!("CREATE DATABASE {quoted}"))?;
     }
     let _ = admin.close().await;
     Ok(!exists)
@@ -164,7 +170,8 @@ impl Replay {
         let pool = db::pool(&target).await.with_context(|| format!("Postgres at {where_}"))?;
         if args.create_database {
             let report = migrate::migrate(&pool).await?;
-            tracing::info!(database = %where_, "migrations: {report}");
+            tracing::debug!(database = %where_, "migrations: {report}");
+            tracing::info!(database = %where_, "schema current");
         } else {
             migrate::ensure_current(&pool).await.map_err(|e| {
                 anyhow::anyhow!("database {where_}: {e} (or pass --create-database to create and migrate it)")
@@ -213,8 +220,11 @@ impl Replay {
         )
         .await
         .context("cannot set up the Postgres writer")?;
-        let limits =
-            Limits { max_events: config.batch_size, max_bytes: config.batch_max_bytes, max_wait: config.batch_duration };
+        let limits = Limits {
+            max_events: config.batch_size,
+            max_bytes: config.batch_max_bytes,
+            max_wait: config.batch_duration,
+        };
         let tally = Arc::new(Mutex::new(Tally::default()));
         let source =
             reader::ReaderSource::new(client, self.windows.clone(), tally.clone(), config.pulsar.receiver_queue_size);
@@ -248,8 +258,11 @@ impl Replay {
     /// its last replayed entry (that entry is delivered again and skipped), and runs the service on it until SIGTERM.
     pub async fn follow(mut self, tally: &Tally, metrics_port: Option<u16>) -> anyhow::Result<()> {
         // The whole end entry (its batch index may be unknown).
-        let ends: std::collections::HashMap<String, crate::source::Key> =
-            self.windows.iter().filter_map(|w| Some((w.partition.clone(), w.end.map(|e| (e.0, e.1, i32::MAX))?))).collect();
+        let ends: std::collections::HashMap<String, crate::source::Key> = self
+            .windows
+            .iter()
+            .filter_map(|w| Some((w.partition.clone(), w.end.map(|e| (e.0, e.1, i32::MAX))?)))
+            .collect();
         let topics: Vec<String> = ends.keys().cloned().collect();
         let mut tx = self.pool.begin().await?;
         position::lock(&mut tx, &self.subscription, &topics).await?;
@@ -288,7 +301,10 @@ pub async fn replay(args: ReplayArgs, config: Config, database_url: Option<Strin
     signals.abort();
     let tally = tally?;
     if !tally.complete {
-        eprintln!("replay interrupted; positions are recorded under subscription {}: the same command continues", replay.subscription);
+        eprintln!(
+            "replay interrupted; positions are recorded under subscription {}: the same command continues",
+            replay.subscription
+        );
         return Ok(ExitCode::from(130));
     }
     if args.follow {

@@ -45,7 +45,11 @@ pub enum Landing {
 
 /// The landing of `target` on each partition it concerns: every partition for a time, the named ones for message
 /// ids (an error when one names no partition of the topic, or two name the same).
-pub async fn resolve(admin: &Admin, partitions: &[String], target: &Target) -> anyhow::Result<BTreeMap<String, Landing>> {
+pub async fn resolve(
+    admin: &Admin,
+    partitions: &[String],
+    target: &Target,
+) -> anyhow::Result<BTreeMap<String, Landing>> {
     let mut out = BTreeMap::new();
     match target {
         Target::Time(ms) => {

@@ -56,7 +56,15 @@ impl Figures {
             Some(left) if events_per_second > 0.0 => Some(Duration::from_secs_f64(left as f64 / events_per_second)),
             _ => None,
         };
-        Figures { events: t.events, messages: t.messages, entries: t.entries, entries_left, events_left, events_per_second, eta }
+        Figures {
+            events: t.events,
+            messages: t.messages,
+            entries: t.entries,
+            entries_left,
+            events_left,
+            events_per_second,
+            eta,
+        }
     }
 
     /// One line: `12345 events (2345 messages) committed · backlog ~6789 events (120 entries) · 5432 events/s · ETA 2s`.

@@ -22,6 +22,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use pulsar::consumer::InitialPosition;
 use pulsar::message::proto::MessageIdData;
+use pulsar::message::proto::command_subscribe::SubType;
 use pulsar::{Authentication, ConsumerOptions, OperationRetryOptions, Pulsar, TokioExecutor};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -41,13 +42,15 @@ const INBOX: usize = 256;
 /// A Pulsar client as the configuration describes it (URL, TLS trust, JWT).
 pub async fn client(config: &Config) -> anyhow::Result<Pulsar<TokioExecutor>> {
     let p = &config.pulsar;
-    let mut builder = Pulsar::builder(p.url.clone(), TokioExecutor).with_operation_retry_options(OperationRetryOptions {
-        operation_timeout: Duration::from_secs(30),
-        retry_delay: Duration::from_secs(2),
-        max_retries: Some(10),
-    });
+    let mut builder =
+        Pulsar::builder(p.url.clone(), TokioExecutor).with_operation_retry_options(OperationRetryOptions {
+            operation_timeout: Duration::from_secs(30),
+            retry_delay: Duration::from_secs(2),
+            max_retries: Some(10),
+        });
     if let Some(path) = p.tls_trust_certs_file_path.as_ref().filter(|_| p.url.starts_with("pulsar+ssl://")) {
-        builder = builder.with_certificate_chain_file(path).with_context(|| format!("cannot read {}", path.display()))?;
+        builder =
+            builder.with_certificate_chain_file(path).with_context(|| format!("cannot read {}", path.display()))?;
     }
     if p.authentication_enabled {
         let token = match (&p.jwt_token_path, &p.jwt_token) {
@@ -385,6 +388,7 @@ async fn read_partition(
             .consumer()
             .with_topic(window.partition.clone())
             .with_subscription(format!("{name}-{index}"))
+            .with_subscription_type(SubType::Exclusive)
             .with_consumer_name(name.clone())
             .with_batch_size(queue)
             .with_options(options)
@@ -410,7 +414,9 @@ async fn read_partition(
                     }
                 }
             }
-            Err(e) => tracing::warn!(partition = %window.partition, error = %e, retry_in = ?backoff, "cannot start a reader"),
+            Err(e) => {
+                tracing::warn!(partition = %window.partition, error = %e, retry_in = ?backoff, "cannot start a reader")
+            }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));

@@ -59,10 +59,9 @@ impl MessageId {
                 partitions.len()
             )),
             PartitionRef::Index(i) if !partitioned && *i == 0 => Ok(&partitions[0]),
-            PartitionRef::Index(i) => partitions
-                .get(*i as usize)
-                .filter(|_| partitioned)
-                .ok_or_else(|| format!("partition {i} does not exist (the topic has {} partition(s))", partitions.len())),
+            PartitionRef::Index(i) => partitions.get(*i as usize).filter(|_| partitioned).ok_or_else(|| {
+                format!("partition {i} does not exist (the topic has {} partition(s))", partitions.len())
+            }),
             PartitionRef::Topic(t) => partitions
                 .iter()
                 .find(|p| *p == t)
@@ -113,7 +112,9 @@ fn looks_like_message_id(text: &str) -> bool {
 /// Parses a message id in either form.
 pub fn parse_message_id(text: &str) -> Result<MessageId, String> {
     let bad = |why: &str| {
-        format!("{text:?} is not a message id ({why}); use LEDGER:ENTRY[:PARTITION[:BATCH]] or TOPIC@LEDGER:ENTRY[:BATCH]")
+        format!(
+            "{text:?} is not a message id ({why}); use LEDGER:ENTRY[:PARTITION[:BATCH]] or TOPIC@LEDGER:ENTRY[:BATCH]"
+        )
     };
     let int = |s: &str| s.trim().parse::<i64>().map_err(|_| bad(&format!("{s:?} is not a number")));
     if let Some((topic, rest)) = text.rsplit_once('@') {

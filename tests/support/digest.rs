@@ -6,7 +6,8 @@
 use sqlx::PgPool;
 
 /// Lookout's tables the ingester writes, with their primary key.
-pub const TABLES: [(&str, &str); 4] = [("job", "job_id"), ("job_run", "run_id"), ("job_spec", "job_id"), ("job_error", "job_id")];
+pub const TABLES: [(&str, &str); 4] =
+    [("job", "job_id"), ("job_run", "run_id"), ("job_spec", "job_id"), ("job_error", "job_id")];
 
 /// One table's digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
