@@ -117,11 +117,34 @@ async fn cli(db_url: &str, args: &[&str]) -> Ran {
     ran
 }
 
-/// A fresh partitioned topic with the stream published on it (keyed by job set, zlib, producer batches).
-async fn topic_with(b: &Broker, name: &str, messages: &[Keyed]) -> String {
-    let topic = b.create_partitioned_topic(name, PARTITIONS).await;
-    publish(&mut b.producer(&topic, true).await, messages).await;
-    topic
+/// A fresh partitioned topic and subscription name, and a stream of `jobs` jobs whose first half is published
+/// (keyed by job set, zlib, producer batches).
+struct Case {
+    b: Broker,
+    topic: String,
+    sub: String,
+    messages: Vec<Keyed>,
+    half: usize,
+}
+
+impl Case {
+    async fn new(kind: &str, jobs: usize) -> Case {
+        let b = shared_broker();
+        let id = short_id();
+        let topic = b.create_partitioned_topic(&format!("li-{kind}-{id}"), PARTITIONS).await;
+        let messages = stream(&id[..6], jobs, T0);
+        let half = messages.len() / 2;
+        publish(&mut b.producer(&topic, true).await, &messages[..half]).await;
+        Case { b, topic, sub: format!("{kind}-{id}"), messages, half }
+    }
+
+    fn second(&self) -> &[Keyed] {
+        &self.messages[self.half..]
+    }
+
+    async fn publish_second(&self) {
+        publish(&mut self.b.producer(&self.topic, true).await, self.second()).await;
+    }
 }
 
 fn service(name: &str, db_url: &str, topic: &str, subscription: &str) -> ChildSpec {
@@ -207,22 +230,18 @@ async fn mark_deletes(b: &Broker, topic: &str, subscription: &str) -> Vec<Option
 /// same subscription name, so it continues where the killed one stopped) completes it to the same tables.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_after_a_sigkilled_live_ingest_gives_the_same_tables() {
-    let b = shared_broker();
-    let id = short_id();
-    let (name, sub) = (format!("li-replay-kill-{id}"), format!("live-{id}"));
-    let messages = stream(&id[..6], 120, T0);
-    let (first, second) = messages.split_at(messages.len() / 2);
-    let topic = topic_with(&b, &name, first).await;
-    let want = reference(&messages).await;
+    let c = Case::new("replay-kill", 120).await;
+    let (topic, sub) = (&c.topic, &c.sub);
+    let want = reference(&c.messages).await;
 
     let db = TestDb::migrated().await;
-    let mut child = Child::spawn(&service("live", &db.url, &topic, &sub)).await;
+    let mut child = Child::spawn(&service("live", &db.url, topic, sub)).await;
     eventually("a first commit", WAIT, || async {
-        positions(&db.pool, &sub).await.values().any(|k| k.0 >= 0).then_some(())
+        positions(&db.pool, sub).await.values().any(|k| k.0 >= 0).then_some(())
     })
     .await;
     child.kill9().await;
-    publish(&mut b.producer(&topic, true).await, second).await;
+    c.publish_second().await;
     let partial = digests(&db.pool).await;
     assert!(partial[0].rows < want[0].rows, "the kill left part of the stream: {partial:?}");
 
@@ -236,13 +255,9 @@ async fn a_replay_after_a_sigkilled_live_ingest_gives_the_same_tables() {
 /// `--follow`: the replay catches up, creates the durable subscription at its end and ingests live what comes next.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_hands_over_to_live_ingestion() {
-    let b = shared_broker();
-    let id = short_id();
-    let (name, sub) = (format!("li-replay-follow-{id}"), format!("followed-{id}"));
-    let messages = stream(&id[..6], 100, T0);
-    let (first, second) = messages.split_at(messages.len() / 2);
-    let topic = topic_with(&b, &name, first).await;
-    let want = reference(&messages).await;
+    let c = Case::new("replay-follow", 100).await;
+    let (b, topic, sub) = (&c.b, &c.topic, &c.sub);
+    let want = reference(&c.messages).await;
     let db = NewDb::new();
 
     let dir = tempfile::tempdir().unwrap();
@@ -261,11 +276,11 @@ async fn follow_hands_over_to_live_ingestion() {
         .expect("spawn replay --follow");
     let admin = Admin::new(&b.admin);
     eventually("the hand-over subscription", WAIT, || async {
-        subscriptions(&admin, &topic).await.iter().all(|s| s.contains(&sub)).then_some(())
+        subscriptions(&admin, topic).await.iter().all(|s| s.contains(sub)).then_some(())
     })
     .await;
-    publish(&mut b.producer(&topic, true).await, second).await;
-    b.wait_backlog_zero(&topic, PARTITIONS, &sub, WAIT).await;
+    c.publish_second().await;
+    b.wait_backlog_zero(topic, PARTITIONS, sub, WAIT).await;
     let pid = follow.id().expect("pid").to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = tokio::time::timeout(WAIT, follow.wait()).await.expect("exits on SIGTERM").unwrap();
@@ -299,17 +314,13 @@ fn submitted(messages: &[Keyed]) -> Vec<String> {
 /// positions; the service, started again, ingests the window again and the tables equal the reference.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rewound_window_is_ingested_again_by_the_service() {
-    let b = shared_broker();
-    let id = short_id();
-    let (name, sub) = (format!("li-rewind-{id}"), format!("live-{id}"));
-    let messages = stream(&id[..6], 120, T0);
-    let (first, second) = messages.split_at(messages.len() / 2);
-    let topic = topic_with(&b, &name, first).await;
+    let c = Case::new("rewind", 120).await;
+    let (b, topic, sub) = (&c.b, c.topic.clone(), c.sub.clone());
     tokio::time::sleep(Duration::from_millis(50)).await;
     let from = chrono::Utc::now();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    publish(&mut b.producer(&topic, true).await, second).await;
-    let want = reference(&messages).await;
+    c.publish_second().await;
+    let want = reference(&c.messages).await;
 
     let db = TestDb::migrated().await;
     let spec = service("live", &db.url, &topic, &sub);
@@ -329,7 +340,7 @@ async fn a_rewound_window_is_ingested_again_by_the_service() {
     child.sigterm();
     assert!(child.wait_exit(WAIT).await.success());
     // The window's jobs are lost (as after a bad deploy): only a re-ingest brings them back.
-    let lost = submitted(second);
+    let lost = submitted(c.second());
     assert!(!lost.is_empty());
     for table in ["job_spec", "job_error", "job_run", "job"] {
         sqlx::query(&format!("DELETE FROM {table} WHERE job_id = ANY($1)"))
