@@ -29,10 +29,10 @@ FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::int[]) AS t(topic, ledge
 WHERE p.subscription = $1 AND p.topic = t.topic
   AND (t.ledger_id, t.entry_id, t.batch_index) > (p.ledger_id, p.entry_id, p.batch_index)";
 
-/// Committed `(ledger, entry, batch index)` per topic partition.
-pub type Committed = HashMap<String, (i64, i64, i32)>;
+/// Positions `(ledger, entry, batch index)` per topic partition.
+pub type Positions = HashMap<String, (i64, i64, i32)>;
 
-pub async fn lock(conn: &mut PgConnection, subscription: &str, topics: &[String]) -> sqlx::Result<Committed> {
+pub async fn lock(conn: &mut PgConnection, subscription: &str, topics: &[String]) -> sqlx::Result<Positions> {
     let rows: Vec<(String, i64, i64, i32)> =
         sqlx::query_as(LOCK).bind(subscription).bind(topics).fetch_all(&mut *conn).await?;
     Ok(rows.into_iter().map(|(t, l, e, b)| (t, (l, e, b))).collect())
