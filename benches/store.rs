@@ -15,12 +15,13 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use events::*;
+use lookout_ingester::batch::Batch;
 use lookout_ingester::batch::{Builder, Limits};
 use lookout_ingester::convert::Converter;
 use lookout_ingester::decode::decode;
 use lookout_ingester::message::{Position, RawMessage};
 use lookout_ingester::proto::armadaevents::EventKind;
-use lookout_ingester::store::{Batch, Store};
+use lookout_ingester::writer::Writer;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -115,7 +116,7 @@ async fn main() -> anyhow::Result<()> {
     // pipeline does), and only the store is timed.
     let msgs = messages(jobs);
     let converter = Converter::default();
-    let store = Store::connect(url.clone(), converter.clone(), Some("bench".into()), Duration::from_secs(5)).await?;
+    let store = Writer::connect(url.clone(), converter.clone(), Some("bench".into()), Duration::from_secs(5)).await?;
     let cancel = CancellationToken::new();
     let mut builder =
         Builder::new(Limits { max_events: batch_events, max_bytes: usize::MAX, max_wait: Duration::MAX / 4 });
@@ -136,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
         total_events += m.event_count();
         builder.push(m);
         if builder.is_full() || i + 1 == count {
-            let batch: Batch = builder.take(&converter);
+            let batch: Batch = converter.convert_batch(builder.take());
             let t = Instant::now();
             let report = store.write(&batch, &cancel).await?;
             let took = t.elapsed();

@@ -1,4 +1,4 @@
--- Job-level information the reference ingester drops (spec §6 D16), and the one ordering fact the precedence rules
+-- Job-level information the reference ingester drops (docs/compatibility.md D16), and the one ordering fact the precedence rules
 -- need that cannot be derived from Armada's columns (docs/precedence.md).
 --
 -- LOCKING: ALTER TABLE ... ADD COLUMN takes an ACCESS EXCLUSIVE lock on `job`, which can be very large. Adding a

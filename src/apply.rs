@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::{Builder, Limits};
 use crate::decode::{DecodedMessage, Rejection, decode};
 use crate::message::{Position, RawMessage};
-use crate::store::{Store, StoreReport};
+use crate::writer::{WriteReport, Writer};
 
 /// Totals over every file applied.
 #[derive(Debug, Default, Clone)]
@@ -33,7 +33,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    fn add(&mut self, report: &StoreReport) {
+    fn add(&mut self, report: &WriteReport) {
         self.batches += 1;
         for (table, op, n) in &report.rows {
             match self.rows.iter_mut().find(|(t, o, _)| t == table && o == op) {
@@ -98,7 +98,7 @@ fn read_varint(buf: &[u8]) -> Option<(u64, usize)> {
 }
 
 /// Applies the files in order, in batches of at most `max_events` events.
-pub async fn apply_files(store: &Store, files: &[impl AsRef<Path>], max_events: usize) -> anyhow::Result<Summary> {
+pub async fn apply_files(store: &Writer, files: &[impl AsRef<Path>], max_events: usize) -> anyhow::Result<Summary> {
     let mut summary = Summary::default();
     let limits = Limits { max_events, max_bytes: 64 * 1024 * 1024, max_wait: std::time::Duration::MAX / 4 };
     let cancel = CancellationToken::new();
@@ -131,12 +131,12 @@ pub async fn apply_files(store: &Store, files: &[impl AsRef<Path>], max_events: 
             summary.events += msg.event_count();
             builder.push(msg);
             if builder.is_full() {
-                let batch = builder.take(store.converter());
+                let batch = store.converter().convert_batch(builder.take());
                 summary.add(&store.write(&batch, &cancel).await?);
             }
         }
         if !builder.is_empty() {
-            let batch = builder.take(store.converter());
+            let batch = store.converter().convert_batch(builder.take());
             summary.add(&store.write(&batch, &cancel).await?);
         }
     }

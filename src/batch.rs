@@ -1,18 +1,32 @@
 //! Batch: gathers decoded messages until a batch is full — by events, by bytes, or by time since its first message,
-//! whichever comes first (spec §6 D23) — then converts it and hands it to the store.
+//! whichever comes first (docs/compatibility.md D23) — and hands it on ([`Batch`], the type the later stages work on).
 //!
 //! A batch always holds whole messages, so one message larger than the limits makes a batch of its own. The
-//! batcher runs in its own task: while the store writes batch N, batch N+1 is decoded, gathered and converted.
+//! batcher runs in its own task, and the caller's `finish` step (the pipeline passes conversion) runs there too:
+//! while the writer stores batch N, batch N+1 is decoded, gathered and converted.
 
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::convert::Converter;
-use crate::decode::{DecodedMessage, decode};
+use crate::changes::RowChanges;
+use crate::decode::{DecodedMessage, decode, event_kind};
 use crate::message::RawMessage;
-use crate::store::Batch;
+
+/// A batch of whole messages, in stream order, and (once converted) their row changes.
+pub struct Batch {
+    pub messages: Vec<DecodedMessage>,
+    /// Empty until the convert stage has run (`Converter::convert_batch`).
+    pub changes: RowChanges,
+}
+
+impl Batch {
+    /// An unconverted batch.
+    pub fn new(messages: Vec<DecodedMessage>) -> Self {
+        Batch { messages, changes: RowChanges::default() }
+    }
+}
 
 /// When a batch is cut.
 #[derive(Debug, Clone, Copy)]
@@ -58,25 +72,24 @@ impl Builder {
         self.opened.map(|t| t + self.limits.max_wait)
     }
 
-    /// Converts and returns the gathered batch, leaving the builder empty.
-    pub fn take(&mut self, converter: &Converter) -> Batch {
+    /// Returns the gathered batch (not converted yet), leaving the builder empty.
+    pub fn take(&mut self) -> Batch {
         crate::metrics::batch_size(self.events, self.bytes);
         let messages = std::mem::take(&mut self.messages);
         self.events = 0;
         self.bytes = 0;
         self.opened = None;
-        let refs: Vec<&DecodedMessage> = messages.iter().collect();
-        let changes = converter.convert(&refs, &|_| true);
-        Batch { messages, changes }
+        Batch::new(messages)
     }
 }
 
-/// The batch task: reads raw messages until the input closes or `cancel` fires, and sends converted batches. On
-/// cancellation the open batch is still sent, so it can be stored if there is time.
+/// The batch task: reads raw messages until the input closes or `cancel` fires, and sends each batch through
+/// `finish` (conversion, in the pipeline). On cancellation the open batch is still sent, so it can be stored if
+/// there is time.
 pub async fn run(
     mut input: mpsc::Receiver<RawMessage>,
     output: mpsc::Sender<Batch>,
-    converter: Converter,
+    finish: impl Fn(Batch) -> Batch,
     limits: Limits,
     cancel: CancellationToken,
 ) {
@@ -87,7 +100,7 @@ pub async fn run(
             biased;
             _ = cancel.cancelled() => None,
             _ = sleep_until(deadline) => {
-                if output.send(builder.take(&converter)).await.is_err() {
+                if output.send(finish(builder.take())).await.is_err() {
                     return;
                 }
                 continue;
@@ -100,13 +113,13 @@ pub async fn run(
                 let kinds = event_kinds(&decoded);
                 crate::metrics::consumed(1, &kinds);
                 builder.push(decoded);
-                if builder.is_full() && output.send(builder.take(&converter)).await.is_err() {
+                if builder.is_full() && output.send(finish(builder.take())).await.is_err() {
                     return;
                 }
             }
             None => {
                 if !builder.is_empty() {
-                    let _ = output.send(builder.take(&converter)).await;
+                    let _ = output.send(finish(builder.take())).await;
                 }
                 return;
             }
@@ -125,7 +138,7 @@ fn event_kinds(msg: &DecodedMessage) -> Vec<(&'static str, u64)> {
     let mut counts: Vec<(&'static str, u64)> = Vec::new();
     if let Ok(seq) = &msg.body {
         for event in &seq.events {
-            let kind = crate::convert::event_kind(event);
+            let kind = event_kind(event);
             match counts.iter_mut().find(|(k, _)| *k == kind) {
                 Some((_, n)) => *n += 1,
                 None => counts.push((kind, 1)),

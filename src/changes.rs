@@ -9,49 +9,50 @@ use std::collections::BTreeMap;
 
 use crate::message::{EventId, Ts};
 
-/// Job states (`job.state`, spec §4.1).
+/// Job states as column values (the codes of [`JobState`]).
 pub mod job_state {
-    pub const QUEUED: i16 = 1;
-    pub const PENDING: i16 = 2;
-    pub const RUNNING: i16 = 3;
-    pub const SUCCEEDED: i16 = 4;
-    pub const FAILED: i16 = 5;
-    pub const CANCELLED: i16 = 6;
-    pub const PREEMPTED: i16 = 7;
-    pub const LEASED: i16 = 8;
-    pub const REJECTED: i16 = 9;
+    use crate::states::JobState;
+
+    pub const QUEUED: i16 = JobState::Queued.code();
+    pub const PENDING: i16 = JobState::Pending.code();
+    pub const RUNNING: i16 = JobState::Running.code();
+    pub const SUCCEEDED: i16 = JobState::Succeeded.code();
+    pub const FAILED: i16 = JobState::Failed.code();
+    pub const CANCELLED: i16 = JobState::Cancelled.code();
+    pub const PREEMPTED: i16 = JobState::Preempted.code();
+    pub const LEASED: i16 = JobState::Leased.code();
+    pub const REJECTED: i16 = JobState::Rejected.code();
 
     pub fn is_terminal(state: i16) -> bool {
-        matches!(state, SUCCEEDED | FAILED | CANCELLED | PREEMPTED | REJECTED)
+        JobState::from_code(state).is_some_and(JobState::is_terminal)
     }
 }
 
-/// Run states (`job_run.job_run_state`, spec §4.2).
+/// Run states as column values (the codes of [`RunState`]).
 pub mod run_state {
-    pub const PENDING: i16 = 1;
-    pub const RUNNING: i16 = 2;
-    pub const SUCCEEDED: i16 = 3;
-    pub const FAILED: i16 = 4;
-    pub const PREEMPTED: i16 = 6;
-    pub const LEASE_RETURNED: i16 = 8;
-    pub const LEASE_EXPIRED: i16 = 9;
-    pub const LEASED: i16 = 11;
-    pub const CANCELLED: i16 = 12;
+    use crate::states::RunState;
+
+    pub const PENDING: i16 = RunState::Pending.code();
+    pub const RUNNING: i16 = RunState::Running.code();
+    pub const SUCCEEDED: i16 = RunState::Succeeded.code();
+    pub const FAILED: i16 = RunState::Failed.code();
+    pub const PREEMPTED: i16 = RunState::Preempted.code();
+    pub const LEASE_RETURNED: i16 = RunState::LeaseReturned.code();
+    pub const LEASE_EXPIRED: i16 = RunState::LeaseExpired.code();
+    pub const LEASED: i16 = RunState::Leased.code();
+    pub const CANCELLED: i16 = RunState::Cancelled.code();
 
     pub fn is_ended(state: i16) -> bool {
-        matches!(state, SUCCEEDED | FAILED | PREEMPTED | LEASE_RETURNED | LEASE_EXPIRED | CANCELLED)
+        RunState::from_code(state).is_some_and(RunState::is_ended)
     }
 
     /// Rank of an active state: LEASED < PENDING < RUNNING.
     pub fn active_rank(state: i16) -> i16 {
-        match state {
-            LEASED => 0,
-            PENDING => 1,
-            RUNNING => 2,
-            _ => -1,
-        }
+        RunState::from_code(state).map_or(-1, RunState::active_rank)
     }
 }
+
+pub use crate::states::{JobState, RunState};
 
 /// A job's progress phase within a run (docs/precedence.md, job rule 3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -122,7 +123,7 @@ pub struct RunRow {
     pub source: EventId,
 }
 
-/// Job-level failure details kept in our own `job.ingester_*` columns (spec D16).
+/// Job-level failure details kept in our own `job.ingester_*` columns (docs/compatibility.md D16).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct JobFailure {
     pub category: Option<String>,
@@ -223,7 +224,8 @@ impl JobDelta {
         }
     }
 
-    /// A terminal update. `cancel` carries (reason, user) for CANCELLED.
+    /// A terminal update (its `cancelled`, `cancel_reason` and `cancel_user` are set for CANCELLED). The batch's
+    /// first terminal update wins, except that a preemption replaces a SUCCEEDED, FAILED or CANCELLED one.
     pub fn terminal(&mut self, update: Terminal, source: EventId) {
         self.sources.push(source);
         let is_preemption = update.state == job_state::PREEMPTED;
@@ -298,8 +300,9 @@ impl RunDelta {
         }
     }
 
-    /// An ending event. `from_terminal_error` marks a terminal `JobRunErrors`, whose categories fill empty columns
-    /// even when it is not the first ending.
+    /// An ending event. The batch's first ending decides the run's end; the categories of a later ending (a
+    /// terminal `JobRunErrors` after a cancel, say) are kept to fill empty columns (`late_category`,
+    /// `late_subcategory`).
     pub fn end(&mut self, end: RunEnd, error_debug: Option<Vec<u8>>, source: EventId) {
         self.sources.push(source);
         if self.error_debug.is_none() {
@@ -339,14 +342,42 @@ impl RunDelta {
     }
 }
 
-/// Why a message or event was quarantined (the `reason` column).
+/// Why a message or event was quarantined (the `reason` column, and the `reason` label of the metric).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum QuarantineReason {
+    /// The bytes are not an `EventSequence`.
+    Undecodable,
+    EmptyQueue,
+    EmptyJobSet,
+    NoEvents,
+    /// A job or run id that cannot be stored (too long, or not text).
+    InvalidId,
+    /// Postgres rejected the event's rows (isolated by bisection).
+    DbRejected,
+}
+
+impl QuarantineReason {
+    /// The column value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuarantineReason::Undecodable => "undecodable",
+            QuarantineReason::EmptyQueue => "empty_queue",
+            QuarantineReason::EmptyJobSet => "empty_jobset",
+            QuarantineReason::NoEvents => "no_events",
+            QuarantineReason::InvalidId => "invalid_id",
+            QuarantineReason::DbRejected => "db_rejected",
+        }
+    }
+}
+
+/// A message or event that is quarantined, and why.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Quarantined {
     /// The message's index in the batch.
     pub message: u32,
     /// The event's index in its sequence; None when the whole message is rejected.
     pub event: Option<u32>,
-    pub reason: &'static str,
+    pub reason: QuarantineReason,
     pub error: String,
     pub sqlstate: Option<String>,
     pub event_kind: Option<&'static str>,
@@ -376,6 +407,9 @@ pub struct RowChanges {
     pub run_updates: BTreeMap<String, RunDelta>,
     pub quarantined: Vec<Quarantined>,
     pub sanitized: Vec<Sanitized>,
+    /// Events of a kind the Lookout schema has no use for (or of an unknown kind), per kind: conversion only counts
+    /// them; the writer records the metric once the batch has committed.
+    pub ignored: BTreeMap<&'static str, u64>,
 }
 
 impl RowChanges {
@@ -408,6 +442,11 @@ impl RowChanges {
     }
 
     /// Number of rows this batch may write (creates plus updates), for metrics and batch sizing.
+    /// Counts an event that changes no row.
+    pub fn ignore(&mut self, kind: &'static str) {
+        *self.ignored.entry(kind).or_default() += 1;
+    }
+
     pub fn row_count(&self) -> usize {
         self.jobs.len()
             + self.job_specs.len()

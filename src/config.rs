@@ -8,7 +8,7 @@
 //! `postgres.connection.host`, …): keys are normalised from camelCase to snake_case before they are read, so an
 //! operator can point us at the file they already have. Keys of Armada's that we have no use for are accepted and
 //! ignored (listed in [`IGNORED_ARMADA_KEYS`]); any other unknown key is an error, because a typo in a config key
-//! must not silently fall back to a default (spec §6 D22).
+//! must not silently fall back to a default (docs/compatibility.md D22).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -203,7 +203,7 @@ pub struct AnnotationsConfig {
     pub user_annotation_prefix: Option<String>,
 }
 
-/// Armada's shipped user annotation prefix (spec §7.1).
+/// Armada's shipped user annotation prefix (docs/compatibility.md §7.1).
 pub const DEFAULT_ANNOTATION_PREFIX: &str = "armadaproject.io/";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -368,7 +368,7 @@ impl Config {
         Ok(config)
     }
 
-    /// Rejects values that would make the service misbehave rather than fail (spec §6 D22).
+    /// Rejects values that would make the service misbehave rather than fail (docs/compatibility.md D22).
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.batch_size == 0 {
             bail!("invalid configuration: batch_size must be at least 1");

@@ -1,7 +1,7 @@
 //! Postgres connections: turns the configuration into connect options and a pool.
 //!
 //! Every session the ingester opens runs with `TimeZone=UTC` (timestamps are UTC wall-clock in
-//! `timestamp without time zone` columns, spec §5.6) and `jit=off` (ingest statements are short; a JIT compile
+//! `timestamp without time zone` columns, docs/compatibility.md §5.6) and `jit=off` (ingest statements are short; a JIT compile
 //! would only add latency).
 
 use std::str::FromStr;

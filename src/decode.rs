@@ -1,4 +1,4 @@
-//! Decode: a raw message's bytes → an `EventSequence`, as leniently as Armada's own decoder (spec §2.2).
+//! Decode: a raw message's bytes → an `EventSequence`, as leniently as Armada's own decoder (docs/compatibility.md §2.2).
 //!
 //! The generated types never fail on invalid UTF-8 or on an unparsable k8s quantity (see `crate::proto`), and
 //! unknown fields and oneof arms are skipped, so a message is rejected only when it cannot be used at all: it is
@@ -7,8 +7,9 @@
 
 use prost::Message as _;
 
+use crate::changes::QuarantineReason;
 use crate::message::RawMessage;
-use crate::proto::armadaevents::EventSequence;
+use crate::proto::armadaevents::{Event, EventKind, EventSequence};
 
 /// Why a message cannot be used.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,13 +22,13 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    /// The machine-readable reason recorded in the quarantine table and metrics.
-    pub fn reason(&self) -> &'static str {
+    /// The reason recorded in the quarantine table and metrics.
+    pub fn reason(&self) -> QuarantineReason {
         match self {
-            Rejection::Undecodable(_) => "undecodable",
-            Rejection::EmptyQueue => "empty_queue",
-            Rejection::EmptyJobSet => "empty_jobset",
-            Rejection::NoEvents => "no_events",
+            Rejection::Undecodable(_) => QuarantineReason::Undecodable,
+            Rejection::EmptyQueue => QuarantineReason::EmptyQueue,
+            Rejection::EmptyJobSet => QuarantineReason::EmptyJobSet,
+            Rejection::NoEvents => QuarantineReason::NoEvents,
         }
     }
 
@@ -79,6 +80,62 @@ fn validate(seq: EventSequence) -> Result<EventSequence, Rejection> {
     Ok(seq)
 }
 
+/// The event's kind, as named in Armada's proto (`submitJob`, `jobRunLeased`, …), or `unknown`.
+pub fn event_kind(event: &Event) -> &'static str {
+    match &event.event {
+        None => "unknown",
+        Some(kind) => match kind {
+            EventKind::SubmitJob(_) => "submitJob",
+            EventKind::ReprioritiseJob(_) => "reprioritiseJob",
+            EventKind::ReprioritiseJobSet(_) => "reprioritiseJobSet",
+            EventKind::ReprioritisedJob(_) => "reprioritisedJob",
+            EventKind::CancelJob(_) => "cancelJob",
+            EventKind::CancelJobSet(_) => "cancelJobSet",
+            EventKind::CancelledJob(_) => "cancelledJob",
+            EventKind::JobSucceeded(_) => "jobSucceeded",
+            EventKind::JobErrors(_) => "jobErrors",
+            EventKind::JobRunLeased(_) => "jobRunLeased",
+            EventKind::JobRunAssigned(_) => "jobRunAssigned",
+            EventKind::JobRunRunning(_) => "jobRunRunning",
+            EventKind::JobRunSucceeded(_) => "jobRunSucceeded",
+            EventKind::JobRunErrors(_) => "jobRunErrors",
+            EventKind::StandaloneIngressInfo(_) => "standaloneIngressInfo",
+            EventKind::ResourceUtilisation(_) => "resourceUtilisation",
+            EventKind::JobRunPreempted(_) => "jobRunPreempted",
+            EventKind::PartitionMarker(_) => "partitionMarker",
+            EventKind::JobRunPreemptionRequested(_) => "jobRunPreemptionRequested",
+            EventKind::JobRequeued(_) => "jobRequeued",
+            EventKind::JobPreemptionRequested(_) => "jobPreemptionRequested",
+            EventKind::JobRunCancelled(_) => "jobRunCancelled",
+            EventKind::JobValidated(_) => "jobValidated",
+            EventKind::JobRunTerminatedDebugInfo(_) => "jobRunTerminatedDebugInfo",
+        },
+    }
+}
+
+/// The job and run an event is about, as lossy text (for quarantine and parked records).
+pub fn event_keys(event: &Event) -> (Option<String>, Option<String>) {
+    let t = |b: &[u8]| Some(crate::proto::text(b).into_owned()).filter(|s| !s.is_empty());
+    match &event.event {
+        Some(EventKind::SubmitJob(e)) => (t(&e.job_id), None),
+        Some(EventKind::ReprioritisedJob(e)) => (t(&e.job_id), None),
+        Some(EventKind::CancelledJob(e)) => (t(&e.job_id), None),
+        Some(EventKind::JobSucceeded(e)) => (t(&e.job_id), None),
+        Some(EventKind::JobErrors(e)) => (t(&e.job_id), None),
+        Some(EventKind::JobRequeued(e)) => (t(&e.job_id), None),
+        Some(EventKind::JobRunLeased(e)) => (t(&e.job_id), t(&e.run_id)),
+        Some(EventKind::JobRunAssigned(e)) => (t(&e.job_id), t(&e.run_id)),
+        Some(EventKind::JobRunRunning(e)) => (t(&e.job_id), t(&e.run_id)),
+        Some(EventKind::JobRunSucceeded(e)) => (t(&e.job_id), t(&e.run_id)),
+        Some(EventKind::JobRunErrors(e)) => (t(&e.job_id), t(&e.run_id)),
+        Some(EventKind::StandaloneIngressInfo(e)) => (t(&e.job_id), t(&e.run_id)),
+        Some(EventKind::JobRunPreempted(e)) => (t(&e.preempted_job_id), t(&e.preempted_run_id)),
+        Some(EventKind::JobRunCancelled(e)) => (t(&e.job_id), t(&e.run_id)),
+        Some(EventKind::JobRunTerminatedDebugInfo(e)) => (t(&e.job_id), t(&e.run_id)),
+        _ => (None, None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,7 +164,7 @@ mod tests {
     #[test]
     fn garbage_is_rejected_not_dropped() {
         let d = decode(raw(vec![0xff, 0xff, 0xff, 0x07]));
-        assert_eq!(d.body.unwrap_err().reason(), "undecodable");
+        assert_eq!(d.body.unwrap_err().reason(), QuarantineReason::Undecodable);
     }
 
     #[test]

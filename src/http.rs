@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::source::Status;
+use crate::source::Subscription;
 
 /// Longest a readiness check waits for Postgres.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -28,7 +28,7 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct AppState {
     pub metrics: PrometheusHandle,
     pub pool: PgPool,
-    pub status: Status,
+    pub status: Subscription,
 }
 
 /// Binds `bind:port` (port 0 picks a free port; see the returned listener's `local_addr`).
@@ -79,7 +79,7 @@ async fn readiness(state: &AppState) -> Result<(), String> {
         Ok(Err(e)) => return Err(format!("postgres: {e}")),
         Err(_) => return Err(format!("postgres: no answer within {CHECK_TIMEOUT:?}")),
     }
-    match tokio::time::timeout(CHECK_TIMEOUT, crate::startup::schema_current(&state.pool)).await {
+    match tokio::time::timeout(CHECK_TIMEOUT, crate::migrate::schema_current(&state.pool)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(reason)) => Err(format!("schema: {reason}")),
         Err(_) => Err(format!("schema: check took longer than {CHECK_TIMEOUT:?}")),

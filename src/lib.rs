@@ -2,11 +2,13 @@
 //!
 //! Data flows one way through stages, each a module with one job:
 //!
-//! `source` (Pulsar) → `decode` → `batch` → `convert` (events → row changes) → `store` (Postgres, one
-//! transaction per batch) → ack (back in `source`).
+//! `source` (Pulsar) → `decode` → `batch` → `convert` (events → row changes) → `writer` (one transaction per
+//! batch, through `store`, which only runs SQL) → ack (back in `source`). A module imports only earlier stages and
+//! the shared data modules (`message`, `changes`, `states`, `proto`, `config`) and the leaf `metrics`.
 //!
-//! `pipeline` wires the stages together for `run`; `apply` drives decode → convert → store over a file; `replay`
-//! feeds the pipeline from Pulsar readers (and moves the live subscription back, `rewind`).
+//! `pipeline` wires the stages together for `run`; `apply` drives decode → convert → writer over a file; `replay`
+//! feeds the pipeline from Pulsar readers (and moves the live subscription back, `rewind`). See
+//! `docs/architecture.md` for where each concern lives.
 
 pub mod apply;
 pub mod batch;
@@ -24,5 +26,7 @@ pub mod proto;
 pub mod replay;
 pub mod source;
 pub mod startup;
+pub mod states;
 pub mod store;
 pub mod telemetry;
+pub mod writer;

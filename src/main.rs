@@ -141,7 +141,7 @@ async fn dispatch(command: Command, config: Config, database_url: Option<String>
         Command::Apply { files } => {
             let pool = lookout_ingester::db::pool(&config.postgres).await?;
             lookout_ingester::migrate::ensure_current(&pool).await?;
-            let store = lookout_ingester::store::Store::connect(
+            let store = lookout_ingester::writer::Writer::connect(
                 lookout_ingester::db::connect_options(&config.postgres)?,
                 lookout_ingester::convert::Converter::from_config(&config),
                 None,

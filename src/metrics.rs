@@ -1,16 +1,15 @@
 //! Metrics: every metric name lives here, with the functions the stages call to record them.
 //!
+//! A leaf: it imports no stage; callers hand it plain values (names, counts, durations).
+//!
 //! Our own metrics use the prefix `lookout_ingester_`. The reference's dashboards keep working through the
-//! `armada_lookout_ingester_v2_` names it exported, recorded with the corrected meanings of spec §6 D21 (counted
+//! `armada_lookout_ingester_v2_` names it exported, recorded with the corrected meanings of docs/compatibility.md D21 (counted
 //! after commit, affected rows rather than instructions, seconds as floats).
 
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::changes::Sanitized;
-use crate::store::{ErrorClass, StoreReport, quarantine};
 
 pub const MESSAGES_CONSUMED: &str = "lookout_ingester_messages_consumed_total";
 pub const MESSAGES_SKIPPED: &str = "lookout_ingester_messages_skipped_total";
@@ -72,42 +71,65 @@ pub fn install_once() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
-/// A committed batch: rows, duration, attempts.
-pub fn record_store(report: &StoreReport, elapsed: Duration) {
-    histogram!(STORE_SECONDS).record(elapsed.as_secs_f64());
-    counter!(STORE_ATTEMPTS).increment(u64::from(report.attempts));
+/// What a committed batch did, as plain values.
+#[derive(Debug, Default)]
+pub struct BatchCommitted<'a> {
+    pub elapsed: Duration,
+    /// Transactions tried, the committed one included.
+    pub attempts: u32,
+    pub skipped_messages: u64,
+    pub committed_messages: u64,
+    pub committed_events: u64,
+    /// Rows affected, as (table, operation, rows).
+    pub rows: &'a [(&'static str, &'static str, u64)],
+    /// Events parked, per event kind.
+    pub parked_by_kind: &'a [(String, u64)],
+    /// Parked events this batch took back because it creates their parent.
+    pub unparked: u64,
+    /// Events that changed no row, per kind (counted here, once, after the commit: docs/compatibility.md D21).
+    pub ignored: &'a [(&'static str, u64)],
+    /// Reasons of the messages and events quarantined.
+    pub quarantined: &'a [&'a str],
+    /// (field, fix) of the values sanitized.
+    pub sanitized: &'a [(&'static str, &'static str)],
+}
+
+/// A committed batch: rows, duration, attempts, and what it quarantined, sanitized, parked and ignored.
+pub fn batch_committed(batch: &BatchCommitted<'_>) {
+    histogram!(STORE_SECONDS).record(batch.elapsed.as_secs_f64());
+    counter!(STORE_ATTEMPTS).increment(u64::from(batch.attempts));
     counter!(COMMITTED_BATCHES).increment(1);
-    counter!(MESSAGES_SKIPPED).increment(report.skipped_messages as u64);
-    counter!(MESSAGES_COMMITTED).increment(report.committed_messages as u64);
-    counter!(EVENTS_COMMITTED).increment(report.committed_events as u64);
-    for (table, op, n) in &report.rows {
+    counter!(MESSAGES_SKIPPED).increment(batch.skipped_messages);
+    counter!(MESSAGES_COMMITTED).increment(batch.committed_messages);
+    counter!(EVENTS_COMMITTED).increment(batch.committed_events);
+    for (table, op, n) in batch.rows {
         counter!(ROWS_WRITTEN, "table" => *table, "operation" => *op).increment(*n);
         counter!(COMPAT_ROWS_CHANGED, "table" => *table, "operation" => *op).increment(*n);
     }
-    for (kind, n) in &report.parked_by_kind {
+    for (kind, n) in batch.parked_by_kind {
         counter!(PARKED, "event_kind" => kind.clone()).increment(*n);
     }
-    counter!(UNPARKED, "by" => "batch").increment(report.unparked as u64);
+    counter!(UNPARKED, "by" => "batch").increment(batch.unparked);
+    for (kind, n) in batch.ignored {
+        counter!(EVENTS_IGNORED, "kind" => *kind).increment(*n);
+    }
+    quarantined(batch.quarantined);
+    for (field, fix) in batch.sanitized {
+        counter!(SANITIZED, "field" => *field, "fix" => *fix).increment(1);
+    }
 }
 
-/// Dead letters and sanitized values of a committed batch.
-pub fn record_outcomes(quarantined: &[quarantine::Row], sanitized: &[Sanitized]) {
-    for q in quarantined {
-        counter!(QUARANTINED, "reason" => q.reason.clone()).increment(1);
-        let error = if q.reason == "undecodable" { "deserialization" } else { "processing" };
+/// Dead letters, by reason (`undecodable` counts as a deserialization error for the reference's metric).
+pub fn quarantined(reasons: &[&str]) {
+    for reason in reasons {
+        counter!(QUARANTINED, "reason" => reason.to_string()).increment(1);
+        let error = if *reason == "undecodable" { "deserialization" } else { "processing" };
         counter!(COMPAT_MESSAGE_ERRORS, "error" => error).increment(1);
     }
-    for s in sanitized {
-        counter!(SANITIZED, "field" => s.field, "fix" => s.fix).increment(1);
-    }
 }
 
-/// A failed database attempt.
-pub fn db_error(sqlstate: Option<&str>, class: ErrorClass) {
-    let class = match class {
-        ErrorClass::Transient => "transient",
-        ErrorClass::Data => "data",
-    };
+/// A failed database attempt: its SQLSTATE and how it is handled (`transient` or `data`).
+pub fn db_error(sqlstate: Option<&str>, class: &'static str) {
     let code = sqlstate.unwrap_or("none").to_string();
     counter!(DB_ERRORS, "sqlstate" => code, "class" => class).increment(1);
     counter!(COMPAT_DB_ERRORS, "operation" => "store").increment(1);
@@ -121,23 +143,19 @@ pub fn consumed(messages: u64, events_by_kind: &[(&'static str, u64)]) {
     }
 }
 
-/// Events of a known kind the Lookout schema has no use for, or of an unknown kind: counted, never logged one by
-/// one (spec §6 D21).
-pub fn ignored(kind: &'static str, n: u64) {
-    counter!(EVENTS_IGNORED, "kind" => kind).increment(n);
-}
-
 pub fn batch_size(events: usize, bytes: usize) {
     histogram!(BATCH_EVENTS).record(events as f64);
     histogram!(BATCH_BYTES).record(bytes as f64);
 }
 
-/// Per partition: seconds from publish to commit of each message, the lag, and the last publish time.
-pub fn committed_message(partition: &str, publish_to_commit: f64) {
+/// Seconds from publish to commit of one message (one histogram over all partitions: a label per partition would
+/// multiply its buckets by the partition count; the per-partition view is [`lag`]).
+pub fn committed_message(publish_to_commit: f64) {
     histogram!(PUBLISH_TO_COMMIT_SECONDS).record(publish_to_commit.max(0.0));
-    let _ = partition;
 }
 
+/// Per partition: the lag at a commit (commit time minus the publish time of its last message), and that publish
+/// time.
 pub fn lag(partition: &str, seconds: f64, last_publish_unix: f64) {
     gauge!(LAG_SECONDS, "partition" => partition.to_string()).set(seconds.max(0.0));
     gauge!(COMPAT_PUBLISH_TIME, "partition" => partition.to_string()).set(last_publish_unix);

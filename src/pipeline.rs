@@ -1,9 +1,9 @@
 //! Pipeline: wires source → batch → writer, and the writer's commits back to the source for acknowledgement.
 //!
 //! ```text
-//!                         ┌─ lane 0: batch::run ──Batch (1 slot)──▶ writer (Store::write) ─┐
+//!                         ┌─ lane 0: batch::run ──Batch (1 slot)──▶ writer (Writer::write) ─┐
 //!  source ──▶ router ─────┤                                                                ├─┐
-//!    ▲     (by partition) └─ lane 1: batch::run ──Batch (1 slot)──▶ writer (Store::write) ─┘ │
+//!    ▲     (by partition) └─ lane 1: batch::run ──Batch (1 slot)──▶ writer (Writer::write) ─┘ │
 //!    └──────────────────────── committed positions (bounded) ──────────────────────────────────┘
 //! ```
 //!
@@ -32,12 +32,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{self, Limits};
+use crate::batch::{self, Batch, Limits};
 use crate::convert::Converter;
 use crate::message::{RawMessage, Ts};
 use crate::metrics as m;
 use crate::source::{Committed, Key, Source};
-use crate::store::{Batch, Store, StoreError};
+use crate::writer::{StoreError, Writer};
 
 /// Messages buffered between the source and the batcher.
 pub const MESSAGE_CHANNEL: usize = 256;
@@ -52,11 +52,11 @@ pub async fn run(
     source: Source,
     converter: Converter,
     limits: Limits,
-    store: Arc<Store>,
+    writer: Arc<Writer>,
     lanes: usize,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    run_with(|out, commits, cancel| source.run(out, commits, cancel), converter, limits, store, lanes, cancel).await
+    run_with(|out, commits, cancel| source.run(out, commits, cancel), converter, limits, writer, lanes, cancel).await
 }
 
 /// [`run`] fed by any source: `source(out, commits, cancel)` behaves as [`Source::run`] does (sends messages on
@@ -66,7 +66,7 @@ pub async fn run_with<S, F>(
     source: S,
     converter: Converter,
     limits: Limits,
-    store: Arc<Store>,
+    writer: Arc<Writer>,
     lanes: usize,
     cancel: CancellationToken,
 ) -> anyhow::Result<()>
@@ -89,13 +89,13 @@ where
         tasks.spawn({
             let (cancel, converter) = (cancel.clone(), converter.clone());
             async move {
-                batch::run(lane_rx, batch_tx, converter, limits, cancel).await;
+                batch::run(lane_rx, batch_tx, |b| converter.convert_batch(b), limits, cancel).await;
                 ("batcher", Ok(()))
             }
         });
         tasks.spawn({
-            let (cancel, store, commit_tx) = (cancel.clone(), store.clone(), commit_tx.clone());
-            async move { ("writer", write_batches(store, batch_rx, commit_tx, cancel).await) }
+            let (cancel, writer, commit_tx) = (cancel.clone(), writer.clone(), commit_tx.clone());
+            async move { ("writer", write_batches(writer, batch_rx, commit_tx, cancel).await) }
         });
     }
     drop(commit_tx);
@@ -157,17 +157,17 @@ fn lane_of(partition: &str, lanes: usize) -> usize {
 
 /// The writer: stores each batch in one transaction and reports the committed positions to the source.
 async fn write_batches(
-    store: Arc<Store>,
+    writer: Arc<Writer>,
     mut batches: mpsc::Receiver<Batch>,
     commits: mpsc::Sender<Committed>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut progress = Progress::default();
+    let mut progress = LagTracker::default();
     while let Some(batch) = batches.recv().await {
         if batch.messages.is_empty() {
             continue;
         }
-        match store.write(&batch, &cancel).await {
+        match writer.write(&batch, &cancel).await {
             Ok(report) => {
                 progress.record(&batch, now_micros());
                 tracing::debug!(
@@ -195,15 +195,15 @@ async fn write_batches(
     Ok(())
 }
 
-/// Per-partition progress of the writer, for the latency and lag metrics.
+/// Per partition, the highest position the writer committed, for the latency and lag metrics.
 #[derive(Default)]
-struct Progress {
+struct LagTracker {
     /// The highest position recorded per partition (messages the store skipped as already committed are not
     /// measured again).
     last: HashMap<String, Key>,
 }
 
-impl Progress {
+impl LagTracker {
     /// Records publish→commit latency for each newly committed message and, per partition, the lag at this commit
     /// (commit time minus the publish time of its last message).
     fn record(&mut self, batch: &Batch, now: Ts) {
@@ -216,7 +216,7 @@ impl Progress {
                 continue;
             }
             let seconds = (now - msg.raw.publish_time) as f64 / 1e6;
-            m::committed_message(&p.source, seconds);
+            m::committed_message(seconds);
             let entry = newest.entry(p.source.as_ref()).or_insert(msg.raw.publish_time);
             *entry = (*entry).max(msg.raw.publish_time);
         }
@@ -270,11 +270,11 @@ where
 }
 
 /// Every `interval` (0 disables it) re-applies the parked events whose parent job or run exists by now
-/// ([`Store::reconcile`]): events parked by a transaction concurrent with the one that created their parent, whose
+/// ([`Writer::reconcile`]): events parked by a transaction concurrent with the one that created their parent, whose
 /// writer stopped before its own check after the commit.
-pub async fn parked_sweep(store: Arc<Store>, interval: Duration, cancel: CancellationToken) {
+pub async fn parked_sweep(writer: Arc<Writer>, interval: Duration, cancel: CancellationToken) {
     every(interval, &cancel, || async {
-        match store.reconcile(None).await {
+        match writer.reconcile(None).await {
             Ok(0) => {}
             Ok(n) => {
                 m::reconciled("sweep", n);
@@ -289,7 +289,7 @@ pub async fn parked_sweep(store: Arc<Store>, interval: Duration, cancel: Cancell
 /// Every `interval` (0 disables it) sets the zombie-jobs gauge and the parked-events gauge.
 pub async fn zombie_gauge(
     pool: PgPool,
-    store: Arc<Store>,
+    writer: Arc<Writer>,
     interval: Duration,
     threshold: Duration,
     cancel: CancellationToken,
@@ -304,7 +304,7 @@ pub async fn zombie_gauge(
             }
             Err(e) => tracing::warn!(error = %e, "zombie gauge query failed"),
         }
-        match store.parked_count().await {
+        match writer.parked_count().await {
             Ok(n) => m::parked_now(n),
             Err(e) => tracing::warn!(error = %e, "parked-events count failed"),
         }
@@ -335,7 +335,7 @@ mod tests {
                 })
             })
             .collect();
-        Batch { messages, changes: Default::default() }
+        Batch::new(messages)
     }
 
     #[test]
@@ -350,8 +350,15 @@ mod tests {
     }
 
     #[test]
+    fn the_zombie_query_lists_the_active_states_with_a_run() {
+        use crate::states::{JobState, sql_list};
+        let with_run = sql_list(JobState::WITH_RUN.map(JobState::code));
+        assert!(ZOMBIES.contains(&format!("j.state IN ({with_run})")), "{ZOMBIES}");
+    }
+
+    #[test]
     fn progress_measures_each_message_once() {
-        let mut p = Progress::default();
+        let mut p = LagTracker::default();
         p.record(&batch(&[("a", 1, 0, 10), ("a", 2, 0, 20), ("b", 1, 0, 5)]), 100);
         assert_eq!(p.last.get("a"), Some(&(1, 2, 0)));
         assert_eq!(p.last.get("b"), Some(&(1, 1, 0)));

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::{ConnectOptions, Connection, PgPool};
+use sqlx::{ConnectOptions, Connection};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -22,23 +22,19 @@ use crate::batch::Limits;
 use crate::config::Config;
 use crate::convert::Converter;
 use crate::http::{self, AppState};
-use crate::source::{self, Source, Status};
-use crate::store::Store;
+use crate::source::{self, Source, Subscription};
+use crate::writer::Writer;
 use crate::{db, metrics, pipeline};
 
 /// How often the metrics recorder drains histogram samples.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
-/// `Ok` when the database schema is current for this binary, else the reason (what is wrong and what to run).
-/// The single place the service asks the migration module; startup and `/readyz` both call it.
-pub async fn schema_current(pool: &PgPool) -> Result<(), String> {
-    crate::migrate::ensure_current(pool).await.map_err(|e| e.to_string())
-}
+pub use crate::migrate::schema_current;
 
 /// The running service.
 pub struct App {
     http_addr: SocketAddr,
-    status: Status,
+    status: Subscription,
     cancel: CancellationToken,
     shutdown_timeout: Duration,
     tasks: JoinSet<(&'static str, anyhow::Result<()>)>,
@@ -76,8 +72,8 @@ impl App {
         let http_addr = listener.local_addr().context("HTTP listener has no address")?;
 
         let converter = Converter::from_config(&config);
-        let store = Arc::new(
-            Store::connect_lanes(
+        let writer = Arc::new(
+            Writer::connect_lanes(
                 options,
                 converter.clone(),
                 Some(config.subscription_name.clone()),
@@ -94,7 +90,7 @@ impl App {
         };
 
         let cancel = CancellationToken::new();
-        let status = Status::default();
+        let status = Subscription::default();
         let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
 
         let state = AppState { metrics: handle.clone(), pool: pool.clone(), status: status.clone() };
@@ -105,14 +101,14 @@ impl App {
         tasks.spawn({
             let cancel = cancel.clone();
             let source = Source::new(settings, status.clone());
-            let store = store.clone();
+            let writer = writer.clone();
             let lanes = config.writers;
-            async move { ("pipeline", pipeline::run(source, converter, limits, store, lanes, cancel).await) }
+            async move { ("pipeline", pipeline::run(source, converter, limits, writer, lanes, cancel).await) }
         });
         tasks.spawn({
-            let (cancel, store, interval) = (cancel.clone(), store.clone(), config.parked_sweep_interval);
+            let (cancel, writer, interval) = (cancel.clone(), writer.clone(), config.parked_sweep_interval);
             async move {
-                pipeline::parked_sweep(store, interval, cancel).await;
+                pipeline::parked_sweep(writer, interval, cancel).await;
                 ("parked sweep", Ok(()))
             }
         });
@@ -120,7 +116,7 @@ impl App {
             let cancel = cancel.clone();
             let (interval, threshold) = (config.zombie_check_interval, config.zombie_threshold);
             async move {
-                pipeline::zombie_gauge(pool, store, interval, threshold, cancel).await;
+                pipeline::zombie_gauge(pool, writer, interval, threshold, cancel).await;
                 ("zombie gauge", Ok(()))
             }
         });

@@ -1,9 +1,8 @@
-//! One test per defect of the reference ingester (spec §6) that the ingestion core can reproduce, named after it.
+//! One test per defect of the reference ingester (docs/compatibility.md §6) that the ingestion core can reproduce, named after it.
 //! Each feeds the input that makes the reference go wrong and asserts what must happen instead. Against the real
 //! Postgres, through `apply`. (D12: the guard lives inside the UPDATE, exercised by every test here; D21–D23 are
 //! covered by the service tests, config tests and batch unit tests.)
 
-mod common;
 mod support;
 
 use std::time::Duration;
@@ -31,7 +30,7 @@ fn run_to_running(job: &str, run: &str) -> Vec<Vec<u8>> {
 
 #[tokio::test]
 async fn d01_zombie_jobs_late_job_events_never_reopen_a_finished_job() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let mut msgs = run_to_running("j", "r");
     msgs.push(seq("q", "js").at(T0 + 4, run_succeeded("j", "r")).encode());
     msgs.push(seq("q", "js").at(T0 + 5, job_succeeded("j")).encode());
@@ -53,7 +52,7 @@ async fn d01_zombie_jobs_late_job_events_never_reopen_a_finished_job() {
 
 #[tokio::test]
 async fn d02_runs_never_regress_from_an_end_state() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let mut msgs = run_to_running("j", "r");
     msgs.push(
         seq("q", "js")
@@ -72,7 +71,7 @@ async fn d02_runs_never_regress_from_an_end_state() {
 
 #[tokio::test]
 async fn d03_latest_run_id_never_rewinds_to_an_older_run() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let msgs = vec![
         seq("q", "js").at(T0, submit("j")).encode(),
         seq("q", "js").at(T0 + 1, leased("j", "r1", "c", "n", "p")).encode(),
@@ -96,7 +95,7 @@ async fn d03_latest_run_id_never_rewinds_to_an_older_run() {
 
 #[tokio::test]
 async fn d04_replaying_any_prefix_of_the_stream_is_a_no_op() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let mut msgs = run_to_running("j", "r");
     msgs.push(seq("q", "js").at(T0 + 4, reprioritised("j", 5)).encode());
     msgs.push(seq("q", "js").at(T0 + 5, run_cancelled("j", "r", "stop", "bob")).encode());
@@ -115,7 +114,7 @@ async fn d04_replaying_any_prefix_of_the_stream_is_a_no_op() {
 
 #[tokio::test]
 async fn d05_undecodable_messages_are_quarantined_not_dropped() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let garbage = vec![0xff, 0xfe, 0x01, 0x99, 0x42];
     let empty_queue = seq("", "js").at(T0, submit("x")).encode();
     let msgs = vec![garbage.clone(), seq("q", "js").at(T0, submit("good")).encode(), empty_queue.clone()];
@@ -134,7 +133,7 @@ async fn d05_undecodable_messages_are_quarantined_not_dropped() {
 
 #[tokio::test]
 async fn d06_one_bad_row_is_quarantined_with_its_sqlstate_and_the_rest_commits() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     // An operator's constraint that one event violates: Postgres rejects that row (23514), and only that row.
     sqlx::query("ALTER TABLE job ADD CONSTRAINT no_poison CHECK (queue <> 'poison')").execute(&db.pool).await.unwrap();
     let mut good = run_to_running("g1", "r1");
@@ -164,7 +163,7 @@ async fn d06_one_bad_row_is_quarantined_with_its_sqlstate_and_the_rest_commits()
 
 #[tokio::test]
 async fn d07_truncation_cuts_at_character_boundaries() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let queue = "ü".repeat(600);
     let s = seq(&queue, "js").at(T0, submit("j")).encode();
     ingest(&db.url, &[s], 10).await;
@@ -175,7 +174,7 @@ async fn d07_truncation_cuts_at_character_boundaries() {
 
 #[tokio::test]
 async fn d08_nul_is_removed_from_every_text_and_jsonb_value() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let mut sub = submit_job("j", 1, Some(pod(&[("cpu", "1")], Some("pc\0"))), &[("k\0", "v\0")]);
     if let EventKind::SubmitJob(s) = &mut sub {
         s.object_meta.as_mut().unwrap().namespace = b("n\0s");
@@ -208,7 +207,7 @@ async fn d08_nul_is_removed_from_every_text_and_jsonb_value() {
 
 #[tokio::test]
 async fn d09_empty_strings_never_erase_stored_values() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let mut msgs = run_to_running("j", "r");
     msgs.push(seq("q", "js").at(T0 + 4, debug_info("j", "r", "{\"schemaVersion\":1}")).encode());
     msgs.push(
@@ -226,7 +225,7 @@ async fn d09_empty_strings_never_erase_stored_values() {
 
 #[tokio::test]
 async fn d10_malformed_submit_degrades_per_job_instead_of_crashing() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let mut no_meta = submit_job("no-meta", 1, None, &[]);
     if let EventKind::SubmitJob(s) = &mut no_meta {
         s.object_meta = None;
@@ -254,7 +253,7 @@ async fn d10_malformed_submit_degrades_per_job_instead_of_crashing() {
 
 #[tokio::test]
 async fn d11_conflation_keeps_every_column() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     // All in one batch: the cancel's reason and user, and the run's pending time, must survive folding.
     let msg = seq("q", "js")
         .at(T0, submit("j"))
@@ -277,7 +276,7 @@ async fn d11_conflation_keeps_every_column() {
 
 #[tokio::test]
 async fn d13_an_invalid_quantity_costs_one_value_not_the_message() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let msg = seq("q", "js")
         .at(T0, submit_job("bad", 1, Some(pod(&[("cpu", "lots"), ("memory", "1Gi")], None)), &[]))
         .at(T0, submit_job("other", 1, Some(pod(&[("cpu", "250m")], None)), &[]))
@@ -297,7 +296,7 @@ async fn d13_an_invalid_quantity_costs_one_value_not_the_message() {
 
 #[tokio::test]
 async fn d14_node_is_never_unknown_or_empty() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let msgs = vec![
         seq("q", "js")
             .at(T0, submit("a"))
@@ -314,7 +313,7 @@ async fn d14_node_is_never_unknown_or_empty() {
 
 #[tokio::test]
 async fn d15_non_terminal_run_errors_change_no_state() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let mut msgs = run_to_running("j", "r");
     msgs.push(
         seq("q", "js")
@@ -328,7 +327,7 @@ async fn d15_non_terminal_run_errors_change_no_state() {
 
 #[tokio::test]
 async fn d16_job_level_failure_information_is_kept() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let mut e = error(true, max_runs("job exceeded 3 runs"), "internal", "max-runs-exceeded");
     e.retry_policy_name = b("retry-3");
     let msgs = vec![seq("q", "js").at(T0, submit("j")).at(T0 + 9, job_errors("j", vec![e])).encode()];
@@ -347,7 +346,7 @@ async fn d16_job_level_failure_information_is_kept() {
 
 #[tokio::test]
 async fn d17_an_over_long_category_never_fails_the_batch() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let long = "x".repeat(200);
     let mut msgs = run_to_running("j", "r");
     msgs.push(
@@ -364,7 +363,7 @@ async fn d17_an_over_long_category_never_fails_the_batch() {
 
 #[tokio::test]
 async fn d18_a_batch_commits_whole_or_not_at_all() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     // The last write of the batch (job_error) fails with a retryable error every time: nothing of the batch may be
     // visible afterwards, although the job rows were written earlier in the same transaction.
     sqlx::raw_sql(
@@ -384,7 +383,7 @@ async fn d18_a_batch_commits_whole_or_not_at_all() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("e.bin");
     std::fs::write(&path, delimited(&msgs)).unwrap();
-    let store = lookout_ingester::store::Store::connect(
+    let store = lookout_ingester::writer::Writer::connect(
         std::str::FromStr::from_str(&db.url).unwrap(),
         Converter::default(),
         None,
@@ -421,7 +420,7 @@ async fn d19_identical_input_gives_identical_rows() {
     ];
     let mut results = Vec::new();
     for _ in 0..2 {
-        let db = common::TestDb::migrated().await;
+        let db = support::db::TestDb::migrated().await;
         ingest(&db.url, &msgs, 10).await;
         results.push((rows::jobs(&db.pool).await, rows::runs(&db.pool).await, rows::job_spec(&db.pool, "j").await));
     }
@@ -431,7 +430,7 @@ async fn d19_identical_input_gives_identical_rows() {
 
 #[tokio::test]
 async fn d20_updates_for_missing_parents_are_parked_counted_and_reapplied() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     // The executor's events overtake the lease (other path), and an event for a job nobody submitted.
     let early = vec![
         seq("q", "js").at(T0, submit("j")).encode(),
@@ -461,7 +460,7 @@ async fn d20_updates_for_missing_parents_are_parked_counted_and_reapplied() {
 
 #[tokio::test]
 async fn annotation_blocklist_and_prefix_from_configuration() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let conv = Converter {
         annotation_prefix: Some("corp.io/".into()),
         annotation_blocklist: vec!["corp.io/secret".into()],
@@ -486,7 +485,7 @@ async fn annotation_blocklist_and_prefix_from_configuration() {
 
 #[tokio::test]
 async fn d06_a_lost_connection_is_retried_without_quarantining_anything() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     // The first time a job is inserted, the writer's own backend is terminated (the connection drops mid-batch).
     sqlx::raw_sql(
         "CREATE SEQUENCE kill_once;

@@ -1,7 +1,6 @@
-//! Golden tests: the worked examples of spec §8, applied with `apply` (decode → convert → store) to a fresh
+//! Golden tests: the worked examples of docs/compatibility.md §8, applied with `apply` (decode → convert → store) to a fresh
 //! database, asserting the exact rows.
 
-mod common;
 mod support;
 
 use lookout_ingester::apply::Summary;
@@ -11,7 +10,7 @@ use support::rows::{self, Run, ts};
 const T0: i64 = 1_700_000_000;
 
 /// Applies messages like `apply` does; `batch_events` bounds each batch.
-async fn apply(db: &common::TestDb, messages: &[Vec<u8>], batch_events: usize) -> Summary {
+async fn apply(db: &support::db::TestDb, messages: &[Vec<u8>], batch_events: usize) -> Summary {
     support::ingest::ingest(&db.url, messages, batch_events).await
 }
 
@@ -38,7 +37,7 @@ fn encode(seqs: &[Seq]) -> Vec<Vec<u8>> {
     seqs.iter().map(Seq::encode).collect()
 }
 
-async fn assert_happy_path(db: &common::TestDb, job: &str, run: &str) {
+async fn assert_happy_path(db: &support::db::TestDb, job: &str, run: &str) {
     let j = rows::job(&db.pool, job).await;
     assert_eq!(j.state, 4);
     assert_eq!(j.submitted, ts(T0));
@@ -79,7 +78,7 @@ async fn assert_happy_path(db: &common::TestDb, job: &str, run: &str) {
 
 #[tokio::test]
 async fn example_1_happy_path_in_one_batch() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let s = apply(&db, &encode(&happy_path("job1", "run1")), 10_000).await;
     assert_eq!(s.batches, 1);
     assert_happy_path(&db, "job1", "run1").await;
@@ -88,7 +87,7 @@ async fn example_1_happy_path_in_one_batch() {
 
 #[tokio::test]
 async fn example_1_happy_path_one_event_per_batch() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let s = apply(&db, &encode(&happy_path("job1", "run1")), 1).await;
     assert_eq!(s.batches, 6);
     assert_happy_path(&db, "job1", "run1").await;
@@ -100,7 +99,7 @@ fn first_four(job: &str, run: &str) -> Vec<Seq> {
 
 #[tokio::test]
 async fn example_2_cancel_while_running_and_2b_late_running() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let mut seqs = first_four("job2", "run2");
     seqs.push(seq("q", "js").at(T0 + 4, run_cancelled("job2", "run2", "user asked", "bob")));
     seqs.push(seq("q", "js").at(T0 + 5, cancelled_job("job2", "user asked", "bob")));
@@ -129,7 +128,7 @@ async fn example_2_cancel_while_running_and_2b_late_running() {
 
 #[tokio::test]
 async fn example_3_preemption() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let mut seqs = first_four("job3", "run3");
     seqs.push(seq("q", "js").at(T0 + 4, run_preempted("job3", "run3", "preempted by higher priority", "job9", "")));
     seqs.push(
@@ -157,7 +156,7 @@ async fn example_3_preemption() {
 
 #[tokio::test]
 async fn example_4_rejection_keeps_job_level_category() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let seqs = vec![
         seq("q", "js").at(T0, submit_job("job4", 1, Some(pod(&[("cpu", "1")], None)), &[])),
         seq("q", "js")
@@ -177,7 +176,7 @@ async fn example_4_rejection_keeps_job_level_category() {
 
 #[tokio::test]
 async fn example_5_retry_after_lease_return() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let seqs = vec![
         seq("q", "js").at(T0, submit_job("job5", 1, Some(pod(&[("cpu", "1")], None)), &[])),
         seq("q", "js").at(T0 + 1, leased("job5", "r1", "c1", "n1", "p")),
@@ -190,7 +189,7 @@ async fn example_5_retry_after_lease_return() {
         seq("q", "js").at(T0 + 7, job_succeeded("job5")),
     ];
     for batch in [10_000, 1] {
-        let db2 = common::TestDb::migrated().await;
+        let db2 = support::db::TestDb::migrated().await;
         apply(&db2, &encode(&seqs), batch).await;
         let j = rows::job(&db2.pool, "job5").await;
         assert_eq!((j.state, j.latest_run_id.as_deref()), (4, Some("r2")), "batch size {batch}");
@@ -203,7 +202,7 @@ async fn example_5_retry_after_lease_return() {
 
 #[tokio::test]
 async fn example_6_failure_with_category() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let mut seqs = first_four("job6", "run6");
     seqs.push(seq("q", "js").at(
         T0 + 4,
@@ -237,7 +236,7 @@ async fn example_6_failure_with_category() {
 
 #[tokio::test]
 async fn example_7_non_terminal_run_error_sets_no_category_nor_finished() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let mut seqs = first_four("job7", "run7");
     seqs.push(seq("q", "js").at(
         T0 + 4,
@@ -254,7 +253,7 @@ async fn example_7_non_terminal_run_error_sets_no_category_nor_finished() {
 
 #[tokio::test]
 async fn example_8_duplicates_in_two_batches() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let once = encode(&happy_path("job8", "run8"));
     let mut twice = once.clone();
     twice.extend(once.clone());
@@ -268,7 +267,7 @@ async fn example_8_duplicates_in_two_batches() {
 
 #[tokio::test]
 async fn example_9_out_of_order_inside_one_message() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let msg = seq("q", "js")
         .at(
             T0,
@@ -290,7 +289,7 @@ async fn example_9_out_of_order_inside_one_message() {
 
 #[tokio::test]
 async fn replaying_an_old_requeue_does_not_requeue_the_current_run() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let first_run = vec![
         seq("q", "js").at(T0, submit_job("jobr", 1, Some(pod(&[("cpu", "1")], None)), &[])),
         seq("q", "js").at(T0 + 1, leased("jobr", "r1", "c1", "n1", "p")),

@@ -2,14 +2,13 @@
 //! parent exists, also when the parent was created by a concurrent transaction (another writer lane, or another
 //! replica) that could not see the parked row, nor the parking transaction the new parent.
 
-mod common;
 mod support;
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use lookout_ingester::convert::Converter;
-use lookout_ingester::store::Store;
+use lookout_ingester::writer::Writer;
 use sqlx::Executor;
 use sqlx::postgres::PgConnectOptions;
 use support::events::*;
@@ -38,7 +37,7 @@ VALUES ($1, 'q', 'u', 'js', 1000, 0, 0, 0, 1, to_timestamp(1700000000) AT TIME Z
 /// until B has committed, so neither sees the other). A finds the parked lease after its commit and applies it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_parked_while_a_concurrent_writer_creates_its_job_is_applied() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
 
     // Holds A's insert of `j`: an uncommitted row with the same key makes `INSERT … ON CONFLICT` wait.
     let mut blocker = db.connect().await;
@@ -82,12 +81,12 @@ async fn an_event_parked_while_a_concurrent_writer_creates_its_job_is_applied() 
 /// check): here the job appears without the store, and events for jobs that still do not exist stay parked.
 #[tokio::test]
 async fn the_sweep_applies_parked_events_whose_parent_exists_and_keeps_the_others() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let s = ingest(&db.url, &[lease("j", "r"), lease("ghost", "g")], 10).await;
     assert_eq!(s.parked, 2);
 
     sqlx::query(INSERT_JOB).bind("j").execute(&db.pool).await.unwrap();
-    let store = Store::connect(
+    let store = Writer::connect(
         PgConnectOptions::from_str(&db.url).unwrap(),
         Converter::default(),
         None,
@@ -111,7 +110,7 @@ async fn the_sweep_applies_parked_events_whose_parent_exists_and_keeps_the_other
 /// is re-applied.
 #[tokio::test]
 async fn a_parked_event_s_fitted_values_are_recorded_once() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     const SANITIZED: &str = "SELECT count(*) FROM lookout_ingester.sanitized_value WHERE job_id = 'j'";
     let early = seq("q", "js").at(T0 + 2, running("j", "r", Some("node\0a"))).encode();
     let s = ingest(&db.url, &[early], 10).await;

@@ -4,7 +4,6 @@
 //!
 //! The test looks at plan shapes only (`EXPLAIN`, nothing timed).
 
-mod common;
 mod support;
 
 use lookout_ingester::store::{job, job_run};
@@ -33,7 +32,7 @@ fn per_row_scans(node: &Value, per_row: bool, path: &str, out: &mut Vec<(String,
 
 #[tokio::test]
 async fn merges_probe_stored_rows_by_key_while_statistics_are_missing() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let mut conn = db.connect().await;
     // No statistics for the whole test: autovacuum must not analyze behind our back.
     for table in ["job", "job_run", "job_spec", "job_error"] {

@@ -8,7 +8,6 @@
 //! of random sizes. The rows must equal those of the in-order delivery, and nothing may be left parked or
 //! quarantined. Runs against the real Postgres (`DATABASE_URL`), through `apply`.
 
-mod common;
 mod support;
 
 use std::str::FromStr;
@@ -18,7 +17,7 @@ use std::time::Duration;
 use lookout_ingester::apply::apply_files;
 use lookout_ingester::convert::Converter;
 use lookout_ingester::proto::armadaevents::{Event, EventKind, EventSequence};
-use lookout_ingester::store::Store;
+use lookout_ingester::writer::Writer;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -266,8 +265,8 @@ async fn snapshot(
 
 struct Env {
     rt: tokio::runtime::Runtime,
-    db: common::TestDb,
-    store: Store,
+    db: support::db::TestDb,
+    store: Writer,
     dir: tempfile::TempDir,
 }
 
@@ -276,9 +275,9 @@ fn env() -> &'static Env {
     ENV.get_or_init(|| {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let (db, store) = rt.block_on(async {
-            let db = common::TestDb::migrated().await;
+            let db = support::db::TestDb::migrated().await;
             let opts = PgConnectOptions::from_str(&db.url).unwrap();
-            let store = Store::connect(opts, Converter::default(), None, Duration::from_secs(1))
+            let store = Writer::connect(opts, Converter::default(), None, Duration::from_secs(1))
                 .await
                 .unwrap()
                 .with_max_attempts(3);

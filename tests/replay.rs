@@ -7,16 +7,11 @@
 //!
 //! Needs `DATABASE_URL`, `PULSAR_URL`, `PULSAR_ADMIN_URL` (`scripts/services.sh up`). Small streams: seconds each.
 
-mod common;
-#[path = "support/harness.rs"]
-mod harness;
 mod support;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::TestDb;
-use harness::*;
 use lookout_ingester::proto::armadaevents::{EventKind, EventSequence};
 use lookout_ingester::replay::admin::Admin;
 use lookout_ingester::replay::rewind;
@@ -24,7 +19,13 @@ use lookout_ingester::replay::target::{MessageId, PartitionRef, Target};
 use lookout_ingester::store::position;
 use prost::Message as _;
 use sqlx::{Connection, Executor};
+use support::broker::*;
+use support::child::*;
+use support::db::{self as common, TestDb};
 use support::digest::{TableDigest, assert_same_digests, digests};
+use support::http::*;
+use support::snapshot::positions;
+use support::stream::*;
 
 const T0: i64 = 1_700_000_000;
 const WAIT: Duration = Duration::from_secs(90);

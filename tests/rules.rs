@@ -1,8 +1,7 @@
-//! The event → row mapping of spec §5, arm by arm: every `Error` reason of `JobRunErrors` (§5.3) and `JobErrors`
+//! The event → row mapping of docs/compatibility.md §5, arm by arm: every `Error` reason of `JobRunErrors` (§5.3) and `JobErrors`
 //! (§5.4), the failure-category rules (§5.5), ingress addresses, debug info, reprioritisation, annotations, the
 //! external URI, and the arms that change nothing. Against the real Postgres, through `apply`.
 
-mod common;
 mod support;
 
 use lookout_ingester::proto::armadaevents::{self as ev, EventKind, error::Reason};
@@ -38,7 +37,7 @@ fn all_reasons() -> Vec<(&'static str, Reason)> {
 
 #[tokio::test]
 async fn job_run_errors_every_reason() {
-    // (state, error text, exit code, node, debug) per spec §5.3.
+    // (state, error text, exit code, node, debug) per docs/compatibility.md §5.3.
     type Row = (i16, &'static str, Option<i32>, &'static str, Option<&'static str>);
     let expected: Vec<Row> = vec![
         (4, "pod failed", Some(3), "n2", Some("pod debug")),
@@ -52,7 +51,7 @@ async fn job_run_errors_every_reason() {
         (4, "Unknown error", None, "n1", None),
         (4, "Unknown error", None, "n1", None),
     ];
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let mut msgs = Vec::new();
     for (i, (_, reason)) in all_reasons().into_iter().enumerate() {
         let (job, run) = (format!("j{i}"), format!("r{i}"));
@@ -85,7 +84,7 @@ async fn job_run_errors_every_reason() {
 
 #[tokio::test]
 async fn job_errors_every_reason() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let mut msgs = Vec::new();
     let mut reasons = all_reasons();
     reasons.push(("jobRunPreemptedError", preempted_error("preempted")));
@@ -124,7 +123,7 @@ async fn job_errors_every_reason() {
 
 #[tokio::test]
 async fn job_errors_uses_first_terminal_and_ignores_non_terminal() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let msgs = vec![
         started("a", "ra").at(T0 + 5, job_errors("a", vec![error(false, max_runs("retry"), "x", "")])).encode(),
         started("b", "rb")
@@ -148,7 +147,7 @@ async fn job_errors_uses_first_terminal_and_ignores_non_terminal() {
 
 #[tokio::test]
 async fn categories_first_non_preemption_error_terminal_only_non_empty_and_at_most_63() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let long = "é".repeat(70);
     let msgs = vec![
         // The preemption error is skipped; the next one is chosen, whatever comes after it.
@@ -216,7 +215,7 @@ async fn categories_first_non_preemption_error_terminal_only_non_empty_and_at_mo
 
 #[tokio::test]
 async fn ingress_debug_reprioritise_annotations_and_external_uri() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let mut submit = submit_job(
         "j",
         3,
@@ -258,7 +257,7 @@ async fn ingress_debug_reprioritise_annotations_and_external_uri() {
 
 #[tokio::test]
 async fn arms_that_change_nothing_are_accepted_silently() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let quiet = vec![
         EventKind::ReprioritiseJob(ev::ReprioritiseJob { priority: 1, job_id: b("j") }),
         EventKind::ReprioritiseJobSet(ev::ReprioritiseJobSet { priority: 1 }),
@@ -279,7 +278,7 @@ async fn arms_that_change_nothing_are_accepted_silently() {
         s = s.at(T0 + 10 + i as i64, k);
     }
     s.seq.events.push(ev::Event { created: at(T0 + 30), event: None });
-    let before_db = common::TestDb::migrated().await;
+    let before_db = support::db::TestDb::migrated().await;
     ingest(&before_db.url, &[started("j", "r").encode()], 10_000).await;
     let summary = ingest(&db.url, &[s.encode()], 10_000).await;
     assert_eq!((summary.quarantined, summary.parked), (0, 0));
@@ -289,7 +288,7 @@ async fn arms_that_change_nothing_are_accepted_silently() {
 
 #[tokio::test]
 async fn missing_created_uses_publish_time() {
-    let db = common::TestDb::migrated().await;
+    let db = support::db::TestDb::migrated().await;
     let mut s = seq("q", "js").at(T0, submit_job("j", 1, None, &[]));
     s.seq.events[0].created = None;
     let summary = ingest(&db.url, &[s.encode()], 10).await;

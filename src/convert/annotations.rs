@@ -1,4 +1,4 @@
-//! `SubmitJob.objectMeta.annotations` → `job.annotations` (spec §5.7): drop blocklisted keys (compared
+//! `SubmitJob.objectMeta.annotations` → `job.annotations` (docs/compatibility.md §5.7): drop blocklisted keys (compared
 //! lower-cased, before the prefix is stripped), strip the user prefix, remove NUL, cut keys and values to 1024
 //! characters. When two source keys land on the same stored key, the prefixed one wins, whatever the order
 //! (the reference picks at random). The result is a JSON object, `{}` when empty, never NULL.

@@ -1,4 +1,4 @@
-//! Blob columns (`job_spec`, `error`, `debug`): a zlib stream (RFC 1950), which Lookout decompresses (spec §5.6).
+//! Blob columns (`job_spec`, `error`, `debug`): a zlib stream (RFC 1950), which Lookout decompresses (docs/compatibility.md §5.6).
 //! Inputs longer than the threshold are compressed at level 1; shorter ones are stored (level 0), which is still a
 //! valid zlib stream.
 

@@ -6,7 +6,7 @@ use crate::proto::armadaevents::CancelledJob;
 
 use super::{Ctx, limits};
 
-pub fn apply(ctx: &mut Ctx<'_>, e: &CancelledJob, out: &mut RowChanges) {
+pub fn fold(ctx: &mut Ctx<'_>, e: &CancelledJob, out: &mut RowChanges) {
     let Some(job_id) = ctx.job_id(out, &e.job_id, "cancelledJob") else { return };
     let cancel_reason = ctx.fx.fit_opt(&e.reason, Some(limits::CANCEL_REASON), "job.cancel_reason");
     let requestor = ctx.fx.fit_opt(&e.requestor, Some(limits::CANCEL_USER), "job.cancel_user");

@@ -1,7 +1,7 @@
 //! `JobErrors` (9): the first terminal error ends the job — PREEMPTED for a preemption, REJECTED (plus a
-//! `job_error` row with the message) for a rejection, FAILED otherwise (spec §5.4). Non-terminal errors announce
+//! `job_error` row with the message) for a rejection, FAILED otherwise (docs/compatibility.md §5.4). Non-terminal errors announce
 //! a retry and change nothing. The error's category, subcategory, reason, message and retry policy, which the
-//! reference drops, are kept in our `job.ingester_*` columns (spec §6 D16).
+//! reference drops, are kept in our `job.ingester_*` columns (docs/compatibility.md D16).
 
 use crate::changes::{JobErrorRow, JobFailure, RowChanges, Terminal, job_state};
 use crate::proto::armadaevents::JobErrors;
@@ -9,7 +9,7 @@ use crate::proto::armadaevents::error::Reason;
 
 use super::{Ctx, limits};
 
-pub fn apply(ctx: &mut Ctx<'_>, e: &JobErrors, out: &mut RowChanges) {
+pub fn fold(ctx: &mut Ctx<'_>, e: &JobErrors, out: &mut RowChanges) {
     let Some(job_id) = ctx.job_id(out, &e.job_id, "jobErrors") else { return };
     let Some(error) = e.errors.iter().find(|err| err.terminal) else { return };
     let (state, reason_name, message): (i16, &str, Option<&[u8]>) = match &error.reason {

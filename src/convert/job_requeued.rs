@@ -5,7 +5,7 @@ use crate::proto::armadaevents::JobRequeued;
 
 use super::Ctx;
 
-pub fn apply(ctx: &mut Ctx<'_>, e: &JobRequeued, out: &mut RowChanges) {
+pub fn fold(ctx: &mut Ctx<'_>, e: &JobRequeued, out: &mut RowChanges) {
     let Some(job_id) = ctx.job_id(out, &e.job_id, "jobRequeued") else { return };
     out.job(&job_id).progress(None, JobPhase::Requeued, ctx.ts, ctx.id);
 }

@@ -7,7 +7,7 @@ use crate::proto::armadaevents::JobRunCancelled;
 
 use super::Ctx;
 
-pub fn apply(ctx: &mut Ctx<'_>, e: &JobRunCancelled, out: &mut RowChanges) {
+pub fn fold(ctx: &mut Ctx<'_>, e: &JobRunCancelled, out: &mut RowChanges) {
     let Some(job_id) = ctx.job_id(out, &e.job_id, "jobRunCancelled") else { return };
     let Some(run_id) = ctx.run_id(out, &e.run_id, "jobRunCancelled") else { return };
     let reason = ctx.fx.fit_opt(&e.reason, None, "job_run.scheduler_termination_reason");

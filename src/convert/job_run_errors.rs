@@ -1,7 +1,7 @@
 //! `JobRunErrors` (14): the first error that is not a preemption (`JobRunPreempted` already ended that run) decides
-//! what is written (spec §5.3). A terminal error ends the run — FAILED, LEASE_RETURNED or LEASE_EXPIRED — with
+//! what is written (docs/compatibility.md §5.3). A terminal error ends the run — FAILED, LEASE_RETURNED or LEASE_EXPIRED — with
 //! `finished`, its error text, exit code, node and debug text, and the failure category and subcategory (each only
-//! when non-empty, at most 63 characters, spec §5.5). A non-terminal error changes no state (spec §6 D15): its text
+//! when non-empty, at most 63 characters, docs/compatibility.md §5.5). A non-terminal error changes no state (docs/compatibility.md D15): its text
 //! only fills an empty `error` of a run still going.
 
 use crate::changes::{RowChanges, RunEnd, run_state};
@@ -10,7 +10,7 @@ use crate::proto::armadaevents::error::Reason;
 
 use super::{Ctx, limits};
 
-pub fn apply(ctx: &mut Ctx<'_>, e: &JobRunErrors, out: &mut RowChanges) {
+pub fn fold(ctx: &mut Ctx<'_>, e: &JobRunErrors, out: &mut RowChanges) {
     let Some(job_id) = ctx.job_id(out, &e.job_id, "jobRunErrors") else { return };
     let Some(run_id) = ctx.run_id(out, &e.run_id, "jobRunErrors") else { return };
     let Some(error) = e.errors.iter().find(|err| !matches!(err.reason, Some(Reason::JobRunPreemptedError(_)))) else {

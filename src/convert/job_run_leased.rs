@@ -1,5 +1,5 @@
 //! `JobRunLeased` (10): creates the run (LEASED, on the executor `cluster`, maybe a node and pool — NULL, not '',
-//! when absent, spec §6 D14) and moves the job to LEASED with this run as its latest — if the run is newer than the
+//! when absent, docs/compatibility.md D14) and moves the job to LEASED with this run as its latest — if the run is newer than the
 //! job's current one.
 
 use crate::changes::{JobPhase, RowChanges, RunRow};
@@ -7,7 +7,7 @@ use crate::proto::armadaevents::JobRunLeased;
 
 use super::{Ctx, limits};
 
-pub fn apply(ctx: &mut Ctx<'_>, e: &JobRunLeased, out: &mut RowChanges) {
+pub fn fold(ctx: &mut Ctx<'_>, e: &JobRunLeased, out: &mut RowChanges) {
     let Some(job_id) = ctx.job_id(out, &e.job_id, "jobRunLeased") else { return };
     let Some(run_id) = ctx.run_id(out, &e.run_id, "jobRunLeased") else { return };
     let run = RunRow {

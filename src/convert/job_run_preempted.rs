@@ -8,7 +8,7 @@ use crate::proto::armadaevents::JobRunPreempted;
 
 use super::Ctx;
 
-pub fn apply(ctx: &mut Ctx<'_>, e: &JobRunPreempted, out: &mut RowChanges) {
+pub fn fold(ctx: &mut Ctx<'_>, e: &JobRunPreempted, out: &mut RowChanges) {
     let Some(job_id) = ctx.job_id(out, &e.preempted_job_id, "jobRunPreempted") else { return };
     let Some(run_id) = ctx.run_id(out, &e.preempted_run_id, "jobRunPreempted") else { return };
     let reason = ctx.fx.fit_opt(&e.reason, None, "job_run.scheduler_termination_reason");

@@ -1,11 +1,11 @@
-//! The `job_spec` payload: an `api.Job` re-encoded from `SubmitJob` (spec §2.11), which Lookout decompresses and
+//! The `job_spec` payload: an `api.Job` re-encoded from `SubmitJob` (docs/compatibility.md §2.11), which Lookout decompresses and
 //! decodes to show the job's YAML, containers and logs.
 //!
 //! Pod specs are copied as the submitter sent them (the raw sub-message bytes), so nothing is lost or re-rounded.
 //! With one pod spec it goes in `pod_spec` (5); with more, the main one first and then the extra ones go in
 //! `pod_specs` (12). Extra ingress and service objects become `k8s_ingress` / `k8s_service` with their metadata.
 //! Text fields are valid UTF-8 (invalid sequences replaced). A submit without a usable main pod spec still gets a
-//! spec, with its metadata and without pod spec (spec §6 D10).
+//! spec, with its metadata and without pod spec (docs/compatibility.md D10).
 
 use std::collections::BTreeMap;
 
@@ -53,7 +53,7 @@ pub fn api_job(input: &SpecInput<'_>, fx: &mut Fixer) -> api::Job {
             Some(kubernetes_object::Object::Service(spec)) => {
                 k8s_service.push(core_v1::Service { metadata: Some(object_meta(object)), spec: Some(spec.clone()) });
             }
-            // The reference crashes on these (spec §6 D10); we leave them out of the spec and say so.
+            // The reference crashes on these (docs/compatibility.md D10); we leave them out of the spec and say so.
             Some(kubernetes_object::Object::ConfigMap(raw)) => {
                 fx.record("job_spec.objects", "unsupported_config_map", raw.to_vec())
             }

@@ -5,7 +5,7 @@ use crate::proto::armadaevents::JobSucceeded;
 
 use super::Ctx;
 
-pub fn apply(ctx: &mut Ctx<'_>, e: &JobSucceeded, out: &mut RowChanges) {
+pub fn fold(ctx: &mut Ctx<'_>, e: &JobSucceeded, out: &mut RowChanges) {
     let Some(job_id) = ctx.job_id(out, &e.job_id, "jobSucceeded") else { return };
     let terminal = Terminal {
         state: job_state::SUCCEEDED,

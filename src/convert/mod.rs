@@ -1,7 +1,7 @@
-//! Convert: decoded messages → [`RowChanges`], one small file per event kind (spec §5).
+//! Convert: decoded messages → [`RowChanges`], one small file per event kind (docs/compatibility.md §5).
 //!
 //! For each event this module works out the context every kind needs (queue, job set, owner, event time — spec
-//! §5.1), validates the ids, and hands the event to its kind's `apply` function, which records row creations and
+//! §5.1), validates the ids, and hands the event to its kind's `fold` function, which records row creations and
 //! folds updates into the job's or run's delta (`crate::changes`). Conversion is pure and deterministic: the same
 //! messages always give the same changes.
 
@@ -27,15 +27,18 @@ mod reprioritised_job;
 mod standalone_ingress_info;
 mod submit_job;
 
-use crate::changes::{Quarantined, RowChanges};
+use crate::batch::Batch;
+use crate::changes::{QuarantineReason, Quarantined, RowChanges};
 use crate::config::Config;
 use crate::decode::DecodedMessage;
 use crate::message::{EventId, Ts, ts_from_parts};
 use crate::proto::armadaevents::{Event, EventKind};
 
 pub use text::Fixer;
+// Where they lived before the decode stage owned them; kept so callers keep compiling.
+pub use crate::decode::{event_keys, event_kind};
 
-/// Column limits (characters) of the values every kind uses (spec §5.1).
+/// Column limits (characters) of the values every kind uses (docs/compatibility.md §5.1).
 pub mod limits {
     pub const JOB_ID: usize = 32;
     pub const RUN_ID: usize = 36;
@@ -115,7 +118,7 @@ impl Ctx<'_> {
                 out.quarantined.push(Quarantined {
                     message: self.id.message,
                     event: Some(self.id.event),
-                    reason: "invalid_id",
+                    reason: QuarantineReason::InvalidId,
                     error,
                     sqlstate: None,
                     event_kind: Some(kind),
@@ -127,13 +130,13 @@ impl Ctx<'_> {
         }
     }
 
-    /// Zlib stream of a value for a `bytea` blob column (spec §5.6). Blobs hold the producer's bytes untouched:
+    /// Zlib stream of a value for a `bytea` blob column (docs/compatibility.md §5.6). Blobs hold the producer's bytes untouched:
     /// `bytea` takes NUL and any byte, and Lookout shows them as text itself.
     pub fn blob(&self, data: &[u8]) -> Vec<u8> {
         blob::zlib(data, self.conv.compression_threshold)
     }
 
-    /// [`Ctx::blob`], or `None` for an empty value ("no value", spec §6 D9).
+    /// [`Ctx::blob`], or `None` for an empty value ("no value", docs/compatibility.md D9).
     pub fn blob_opt(&self, data: &[u8]) -> Option<Vec<u8>> {
         (!data.is_empty()).then(|| self.blob(data))
     }
@@ -190,11 +193,18 @@ impl Converter {
                     .unwrap_or(msg.raw.publish_time);
                 let mut ctx =
                     Ctx { id, ts, queue: &queue, jobset: &jobset, owner: &owner, conv: self, fx: Fixer::new(id) };
-                apply_event(&mut ctx, event, &mut out);
+                fold_event(&mut ctx, event, &mut out);
                 out.sanitized.append(&mut ctx.fx.fixes);
             }
         }
         out
+    }
+
+    /// The convert stage: fills a batch's row changes from its messages.
+    pub fn convert_batch(&self, mut batch: Batch) -> Batch {
+        let refs: Vec<&DecodedMessage> = batch.messages.iter().collect();
+        batch.changes = self.convert(&refs, &|_| true);
+        batch
     }
 
     /// Ids of the jobs (`SubmitJob`) and runs (`JobRunLeased`) these messages create, for finding parked events.
@@ -226,28 +236,28 @@ impl Converter {
     }
 }
 
-fn apply_event(ctx: &mut Ctx<'_>, event: &Event, out: &mut RowChanges) {
+fn fold_event(ctx: &mut Ctx<'_>, event: &Event, out: &mut RowChanges) {
     let Some(kind) = &event.event else {
-        crate::metrics::ignored("unknown", 1);
+        out.ignore("unknown");
         return;
     };
     match kind {
-        EventKind::SubmitJob(e) => submit_job::apply(ctx, e, out),
-        EventKind::ReprioritisedJob(e) => reprioritised_job::apply(ctx, e, out),
-        EventKind::CancelledJob(e) => cancelled_job::apply(ctx, e, out),
-        EventKind::JobSucceeded(e) => job_succeeded::apply(ctx, e, out),
-        EventKind::JobErrors(e) => job_errors::apply(ctx, e, out),
-        EventKind::JobRunLeased(e) => job_run_leased::apply(ctx, e, out),
-        EventKind::JobRunAssigned(e) => job_run_assigned::apply(ctx, e, out),
-        EventKind::JobRunRunning(e) => job_run_running::apply(ctx, e, out),
-        EventKind::JobRunSucceeded(e) => job_run_succeeded::apply(ctx, e, out),
-        EventKind::JobRunErrors(e) => job_run_errors::apply(ctx, e, out),
-        EventKind::StandaloneIngressInfo(e) => standalone_ingress_info::apply(ctx, e, out),
-        EventKind::JobRunPreempted(e) => job_run_preempted::apply(ctx, e, out),
-        EventKind::JobRequeued(e) => job_requeued::apply(ctx, e, out),
-        EventKind::JobRunCancelled(e) => job_run_cancelled::apply(ctx, e, out),
-        EventKind::JobRunTerminatedDebugInfo(e) => job_run_terminated_debug_info::apply(ctx, e, out),
-        // Requests and notices the Lookout schema has no column for (spec §5.2): counted, not logged.
+        EventKind::SubmitJob(e) => submit_job::fold(ctx, e, out),
+        EventKind::ReprioritisedJob(e) => reprioritised_job::fold(ctx, e, out),
+        EventKind::CancelledJob(e) => cancelled_job::fold(ctx, e, out),
+        EventKind::JobSucceeded(e) => job_succeeded::fold(ctx, e, out),
+        EventKind::JobErrors(e) => job_errors::fold(ctx, e, out),
+        EventKind::JobRunLeased(e) => job_run_leased::fold(ctx, e, out),
+        EventKind::JobRunAssigned(e) => job_run_assigned::fold(ctx, e, out),
+        EventKind::JobRunRunning(e) => job_run_running::fold(ctx, e, out),
+        EventKind::JobRunSucceeded(e) => job_run_succeeded::fold(ctx, e, out),
+        EventKind::JobRunErrors(e) => job_run_errors::fold(ctx, e, out),
+        EventKind::StandaloneIngressInfo(e) => standalone_ingress_info::fold(ctx, e, out),
+        EventKind::JobRunPreempted(e) => job_run_preempted::fold(ctx, e, out),
+        EventKind::JobRequeued(e) => job_requeued::fold(ctx, e, out),
+        EventKind::JobRunCancelled(e) => job_run_cancelled::fold(ctx, e, out),
+        EventKind::JobRunTerminatedDebugInfo(e) => job_run_terminated_debug_info::fold(ctx, e, out),
+        // Requests and notices the Lookout schema has no column for (docs/compatibility.md §5.2): counted, not logged.
         EventKind::ReprioritiseJob(_)
         | EventKind::ReprioritiseJobSet(_)
         | EventKind::CancelJob(_)
@@ -256,62 +266,6 @@ fn apply_event(ctx: &mut Ctx<'_>, event: &Event, out: &mut RowChanges) {
         | EventKind::PartitionMarker(_)
         | EventKind::JobRunPreemptionRequested(_)
         | EventKind::JobPreemptionRequested(_)
-        | EventKind::JobValidated(_) => crate::metrics::ignored(event_kind(event), 1),
-    }
-}
-
-/// The event's kind, as named in Armada's proto (`submitJob`, `jobRunLeased`, …), or `unknown`.
-pub fn event_kind(event: &Event) -> &'static str {
-    match &event.event {
-        None => "unknown",
-        Some(kind) => match kind {
-            EventKind::SubmitJob(_) => "submitJob",
-            EventKind::ReprioritiseJob(_) => "reprioritiseJob",
-            EventKind::ReprioritiseJobSet(_) => "reprioritiseJobSet",
-            EventKind::ReprioritisedJob(_) => "reprioritisedJob",
-            EventKind::CancelJob(_) => "cancelJob",
-            EventKind::CancelJobSet(_) => "cancelJobSet",
-            EventKind::CancelledJob(_) => "cancelledJob",
-            EventKind::JobSucceeded(_) => "jobSucceeded",
-            EventKind::JobErrors(_) => "jobErrors",
-            EventKind::JobRunLeased(_) => "jobRunLeased",
-            EventKind::JobRunAssigned(_) => "jobRunAssigned",
-            EventKind::JobRunRunning(_) => "jobRunRunning",
-            EventKind::JobRunSucceeded(_) => "jobRunSucceeded",
-            EventKind::JobRunErrors(_) => "jobRunErrors",
-            EventKind::StandaloneIngressInfo(_) => "standaloneIngressInfo",
-            EventKind::ResourceUtilisation(_) => "resourceUtilisation",
-            EventKind::JobRunPreempted(_) => "jobRunPreempted",
-            EventKind::PartitionMarker(_) => "partitionMarker",
-            EventKind::JobRunPreemptionRequested(_) => "jobRunPreemptionRequested",
-            EventKind::JobRequeued(_) => "jobRequeued",
-            EventKind::JobPreemptionRequested(_) => "jobPreemptionRequested",
-            EventKind::JobRunCancelled(_) => "jobRunCancelled",
-            EventKind::JobValidated(_) => "jobValidated",
-            EventKind::JobRunTerminatedDebugInfo(_) => "jobRunTerminatedDebugInfo",
-        },
-    }
-}
-
-/// The job and run an event is about, as lossy text (for quarantine and parked records).
-pub fn event_keys(event: &Event) -> (Option<String>, Option<String>) {
-    let t = |b: &[u8]| Some(crate::proto::text(b).into_owned()).filter(|s| !s.is_empty());
-    match &event.event {
-        Some(EventKind::SubmitJob(e)) => (t(&e.job_id), None),
-        Some(EventKind::ReprioritisedJob(e)) => (t(&e.job_id), None),
-        Some(EventKind::CancelledJob(e)) => (t(&e.job_id), None),
-        Some(EventKind::JobSucceeded(e)) => (t(&e.job_id), None),
-        Some(EventKind::JobErrors(e)) => (t(&e.job_id), None),
-        Some(EventKind::JobRequeued(e)) => (t(&e.job_id), None),
-        Some(EventKind::JobRunLeased(e)) => (t(&e.job_id), t(&e.run_id)),
-        Some(EventKind::JobRunAssigned(e)) => (t(&e.job_id), t(&e.run_id)),
-        Some(EventKind::JobRunRunning(e)) => (t(&e.job_id), t(&e.run_id)),
-        Some(EventKind::JobRunSucceeded(e)) => (t(&e.job_id), t(&e.run_id)),
-        Some(EventKind::JobRunErrors(e)) => (t(&e.job_id), t(&e.run_id)),
-        Some(EventKind::StandaloneIngressInfo(e)) => (t(&e.job_id), t(&e.run_id)),
-        Some(EventKind::JobRunPreempted(e)) => (t(&e.preempted_job_id), t(&e.preempted_run_id)),
-        Some(EventKind::JobRunCancelled(e)) => (t(&e.job_id), t(&e.run_id)),
-        Some(EventKind::JobRunTerminatedDebugInfo(e)) => (t(&e.job_id), t(&e.run_id)),
-        _ => (None, None),
+        | EventKind::JobValidated(_) => out.ignore(event_kind(event)),
     }
 }

@@ -1,7 +1,7 @@
-//! Resource requests of a job (spec §2.10): sums over the main pod spec's regular containers of `requests` for
+//! Resource requests of a job (docs/compatibility.md §2.10): sums over the main pod spec's regular containers of `requests` for
 //! `cpu` (millicores, rounded up), `memory` and `ephemeral-storage` (bytes, rounded up) and `nvidia.com/gpu`
 //! (units, rounded up). A missing key counts 0; so does a quantity that does not parse, which is recorded rather
-//! than failing the message (the reference loses the whole message, spec §2.2). Sums saturate instead of
+//! than failing the message (the reference loses the whole message, docs/compatibility.md §2.2). Sums saturate instead of
 //! overflowing.
 //!
 //! Quantities follow Kubernetes' syntax: a signed decimal number, then a binary suffix (`Ki`…`Ei`), a decimal

@@ -8,7 +8,7 @@ use crate::proto::armadaevents::StandaloneIngressInfo;
 
 use super::Ctx;
 
-pub fn apply(ctx: &mut Ctx<'_>, e: &StandaloneIngressInfo, out: &mut RowChanges) {
+pub fn fold(ctx: &mut Ctx<'_>, e: &StandaloneIngressInfo, out: &mut RowChanges) {
     let Some(job_id) = ctx.job_id(out, &e.job_id, "standaloneIngressInfo") else { return };
     let Some(run_id) = ctx.run_id(out, &e.run_id, "standaloneIngressInfo") else { return };
     let mut addresses = BTreeMap::new();

@@ -1,6 +1,6 @@
 //! `SubmitJob` (1): creates the job (QUEUED, `submitted` = event time) and its `job_spec` (a zlib-compressed
-//! `api.Job`), unless the job exists. Resources are the main pod spec's container requests (spec §2.10); a submit
-//! without a usable pod spec still creates the job, with resources 0 and a spec without pod spec (spec §6 D10).
+//! `api.Job`), unless the job exists. Resources are the main pod spec's container requests (docs/compatibility.md §2.10); a submit
+//! without a usable pod spec still creates the job, with resources 0 and a spec without pod spec (docs/compatibility.md D10).
 
 use prost::Message as _;
 
@@ -14,7 +14,7 @@ use super::{Ctx, annotations, job_spec, limits, resources};
 /// Annotation holding the external job URI when the field is empty.
 const EXTERNAL_URI_ANNOTATION: &str = "armadaproject.io/externalJobUri";
 
-pub fn apply(ctx: &mut Ctx<'_>, e: &SubmitJob, out: &mut RowChanges) {
+pub fn fold(ctx: &mut Ctx<'_>, e: &SubmitJob, out: &mut RowChanges) {
     let Some(job_id) = ctx.job_id(out, &e.job_id, "submitJob") else { return };
     let meta = e.object_meta.as_ref();
     let namespace =

@@ -1,6 +1,6 @@
 //! Fitting values to the schema: every text that goes into a column passes through [`Fixer::fit`].
 //!
-//! Invalid UTF-8 is replaced, U+0000 is removed (Postgres text and jsonb reject it, spec §6 D8), and a value longer
+//! Invalid UTF-8 is replaced, U+0000 is removed (Postgres text and jsonb reject it, docs/compatibility.md D8), and a value longer
 //! than its column is cut at a character boundary to the column's limit in characters (D7). Each change is
 //! recorded, with the original bytes, as a [`Sanitized`] value, so nothing is lost silently.
 
@@ -45,7 +45,7 @@ impl Fixer {
         value
     }
 
-    /// As [`Fixer::fit`], but an empty result is `None` ("no value", spec §6 D9).
+    /// As [`Fixer::fit`], but an empty result is `None` ("no value", docs/compatibility.md D9).
     pub fn fit_opt(&mut self, bytes: &[u8], limit: Option<usize>, field: &'static str) -> Option<String> {
         Some(self.fit(bytes, limit, field)).filter(|s| !s.is_empty())
     }

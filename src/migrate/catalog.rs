@@ -1,4 +1,4 @@
-//! The schema listing of `catalog.sql` (spec §3), computed over sqlx, and the check an Armada-managed database must
+//! The schema listing of `catalog.sql` (docs/compatibility.md §3), computed over sqlx, and the check an Armada-managed database must
 //! pass before its migrations are recorded as applied without running them.
 //!
 //! The listing compares objects by name, type, nullability, default, index definition, constraint definition and

@@ -32,7 +32,8 @@ use crate::batch::Limits;
 use crate::config::{Config, PostgresConfig};
 use crate::convert::Converter;
 use crate::source::full_topic_name;
-use crate::store::{Store, position};
+use crate::store::position;
+use crate::writer::Writer;
 use crate::{db, migrate, pipeline};
 use admin::Admin;
 use progress::{Display, Reporter, Tally};
@@ -211,7 +212,7 @@ impl Replay {
         let config = &self.config;
         let client = reader::client(config).await?;
         let converter = Converter::from_config(config);
-        let store = Store::connect_lanes(
+        let writer = Writer::connect_lanes(
             db::connect_options(&self.target)?,
             converter.clone(),
             Some(self.subscription.clone()),
@@ -236,7 +237,7 @@ impl Replay {
                     |out, commits, cancel| source.run(out, commits, cancel),
                     converter,
                     limits,
-                    Arc::new(store),
+                    Arc::new(writer),
                     config.writers,
                     stop.clone(),
                 )

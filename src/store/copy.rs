@@ -128,6 +128,11 @@ impl CopyWriter {
         }
     }
 
+    /// Fields per row.
+    pub fn columns(&self) -> i16 {
+        self.columns
+    }
+
     pub fn rows(&self) -> usize {
         self.rows
     }

@@ -36,7 +36,7 @@ pub const COPY_UPDATE: &str = "COPY li_job_update FROM STDIN (FORMAT binary)";
 pub const COPY_PROGRESS: &str = "COPY li_job_progress FROM STDIN (FORMAT binary)";
 
 /// Inserts new jobs unless a row with the same `job_id` exists. The `NOT EXISTS` also covers Lookout's hot/cold
-/// variant, whose primary key is `(job_id, state)` (spec §3.8).
+/// variant, whose primary key is `(job_id, state)` (docs/compatibility.md §3.8).
 pub const INSERT: &str = "
 INSERT INTO job (job_id, queue, owner, jobset, cpu, memory, ephemeral_storage, gpu, priority, submitted, state,
                  last_transition_time, last_transition_time_seconds, priority_class, namespace, annotations,
@@ -66,6 +66,30 @@ SELECT job_id FROM orphan_updates
 UNION
 SELECT job_id FROM orphan_progress WHERE job_missing";
 
+/// One failure-detail column of the job merge: a preemption's value, else a terminal update's, else the stored one
+/// (an absent value never clears a stored one). `$field` is the staged column after `pre_` / `term_`.
+macro_rules! failure_column {
+    ($field:literal, $stored:literal, $new:literal) => {
+        concat!(
+            "        CASE WHEN d.apply_preemption THEN COALESCE(d.pre_",
+            $field,
+            ", d.",
+            $stored,
+            ")
+             WHEN d.apply_terminal THEN COALESCE(d.term_",
+            $field,
+            ", d.",
+            $stored,
+            ")
+             ELSE d.",
+            $stored,
+            " END AS ",
+            $new,
+            ",\n"
+        )
+    };
+}
+
 /// The guarded merge of staged deltas into `job` (docs/precedence.md, job rules 2–6).
 ///
 /// * `cur`: the stored rows of the batch's jobs, locked, each with its own progress point (the `leased` time of its
@@ -81,7 +105,8 @@ SELECT job_id FROM orphan_progress WHERE job_missing";
 /// statistics say. The `LIMIT 1` on the run probes (`run_id` is the key, so it changes no result) keeps the planner
 /// from flattening them into a join, which it may then run as a scan of `job_run` per staged job: quadratic, and
 /// seen taking 90% of a batch while `job_run` is young.
-pub const UPDATE: &str = "
+pub const UPDATE: &str = concat!(
+    "
 WITH keys AS (
     SELECT job_id FROM li_job_update UNION SELECT job_id FROM li_job_progress ORDER BY job_id
 ), cur AS (
@@ -144,21 +169,13 @@ WITH keys AS (
             AS new_cancel_reason,
         CASE WHEN d.apply_terminal THEN COALESCE(d.u_cancel_user, d.cancel_user) ELSE d.cancel_user END
             AS new_cancel_user,
-        CASE WHEN d.apply_preemption THEN COALESCE(d.pre_category, d.ingester_failure_category)
-             WHEN d.apply_terminal THEN COALESCE(d.term_category, d.ingester_failure_category)
-             ELSE d.ingester_failure_category END AS new_f_category,
-        CASE WHEN d.apply_preemption THEN COALESCE(d.pre_subcategory, d.ingester_failure_subcategory)
-             WHEN d.apply_terminal THEN COALESCE(d.term_subcategory, d.ingester_failure_subcategory)
-             ELSE d.ingester_failure_subcategory END AS new_f_subcategory,
-        CASE WHEN d.apply_preemption THEN COALESCE(d.pre_reason, d.ingester_failure_reason)
-             WHEN d.apply_terminal THEN COALESCE(d.term_reason, d.ingester_failure_reason)
-             ELSE d.ingester_failure_reason END AS new_f_reason,
-        CASE WHEN d.apply_preemption THEN COALESCE(d.pre_message, d.ingester_failure_message)
-             WHEN d.apply_terminal THEN COALESCE(d.term_message, d.ingester_failure_message)
-             ELSE d.ingester_failure_message END AS new_f_message,
-        CASE WHEN d.apply_preemption THEN COALESCE(d.pre_retry_policy, d.ingester_retry_policy)
-             WHEN d.apply_terminal THEN COALESCE(d.term_retry_policy, d.ingester_retry_policy)
-             ELSE d.ingester_retry_policy END AS new_retry_policy,
+",
+    failure_column!("category", "ingester_failure_category", "new_f_category"),
+    failure_column!("subcategory", "ingester_failure_subcategory", "new_f_subcategory"),
+    failure_column!("reason", "ingester_failure_reason", "new_f_reason"),
+    failure_column!("message", "ingester_failure_message", "new_f_message"),
+    failure_column!("retry_policy", "ingester_retry_policy", "new_retry_policy"),
+    "
         (d.apply_preemption OR d.apply_terminal OR d.apply_progress OR d.apply_priority) AS changes
     FROM d
 )
@@ -179,7 +196,8 @@ UPDATE job j SET
     ingester_failure_message = n.new_f_message,
     ingester_retry_policy = n.new_retry_policy
 FROM n
-WHERE j.job_id = n.key AND n.changes";
+WHERE j.job_id = n.key AND n.changes"
+);
 
 /// Encodes the new jobs for [`COPY_NEW`].
 pub fn copy_new<'a>(jobs: impl Iterator<Item = &'a JobRow>) -> CopyWriter {

@@ -3,7 +3,31 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::column;
+use super::unnest::{self, column};
+
+/// What a parked event waits for (the `waits_for` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum WaitsFor {
+    /// Its job (`job_id`).
+    Job,
+    /// Its run (`run_id`).
+    Run,
+}
+
+impl WaitsFor {
+    /// The column's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitsFor::Job => "job",
+            WaitsFor::Run => "run",
+        }
+    }
+
+    /// Reads the column's value (anything but `run` waits for the job).
+    pub fn parse(value: &str) -> Self {
+        if value == "run" { WaitsFor::Run } else { WaitsFor::Job }
+    }
+}
 
 /// One parked event (also what [`take`] returns).
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -86,27 +110,25 @@ const COUNT: &str = "SELECT count(*) FROM lookout_ingester.parked_event";
 const ANY: &str = "SELECT EXISTS (SELECT 1 FROM lookout_ingester.parked_event)";
 
 pub async fn insert(conn: &mut PgConnection, rows: &[Row]) -> sqlx::Result<u64> {
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let result = sqlx::query(INSERT)
-        .bind(column(rows, |r| r.source.clone()))
-        .bind(column(rows, |r| r.ledger_id))
-        .bind(column(rows, |r| r.entry_id))
-        .bind(column(rows, |r| r.batch_index))
-        .bind(column(rows, |r| r.event_index))
-        .bind(column(rows, |r| r.publish_time))
-        .bind(column(rows, |r| r.waits_for.clone()))
-        .bind(column(rows, |r| r.job_id.clone()))
-        .bind(column(rows, |r| r.run_id.clone()))
-        .bind(column(rows, |r| r.event_kind.clone()))
-        .bind(column(rows, |r| r.queue.clone()))
-        .bind(column(rows, |r| r.jobset.clone()))
-        .bind(column(rows, |r| r.user_id.clone()))
-        .bind(column(rows, |r| r.event.clone()))
-        .execute(&mut *conn)
-        .await?;
-    Ok(result.rows_affected())
+    unnest::insert(
+        conn,
+        INSERT,
+        rows,
+        |r| (&r.source, r.ledger_id, r.entry_id, r.batch_index),
+        |q| {
+            q.bind(column(rows, |r| r.event_index))
+                .bind(column(rows, |r| r.publish_time))
+                .bind(column(rows, |r| r.waits_for.clone()))
+                .bind(column(rows, |r| r.job_id.clone()))
+                .bind(column(rows, |r| r.run_id.clone()))
+                .bind(column(rows, |r| r.event_kind.clone()))
+                .bind(column(rows, |r| r.queue.clone()))
+                .bind(column(rows, |r| r.jobset.clone()))
+                .bind(column(rows, |r| r.user_id.clone()))
+                .bind(column(rows, |r| r.event.clone()))
+        },
+    )
+    .await
 }
 
 /// Takes the events waiting for these jobs or runs, in their original order.

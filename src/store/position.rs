@@ -45,10 +45,10 @@ FROM lookout_ingester.consumer_position
 WHERE subscription = $1 AND topic = ANY($2::text[])
 ORDER BY topic";
 
-/// Committed `(ledger, entry, batch index)` per topic partition.
-pub type Committed = HashMap<String, (i64, i64, i32)>;
+/// Positions `(ledger, entry, batch index)` per topic partition.
+pub type Positions = HashMap<String, (i64, i64, i32)>;
 
-pub async fn lock(conn: &mut PgConnection, subscription: &str, topics: &[String]) -> sqlx::Result<Committed> {
+pub async fn lock(conn: &mut PgConnection, subscription: &str, topics: &[String]) -> sqlx::Result<Positions> {
     let rows: Vec<(String, i64, i64, i32)> =
         sqlx::query_as(LOCK).bind(subscription).bind(topics).fetch_all(&mut *conn).await?;
     Ok(rows.into_iter().map(|(t, l, e, b)| (t, (l, e, b))).collect())
@@ -71,7 +71,7 @@ pub async fn move_back(
     update(conn, MOVE_BACK, subscription, positions).await
 }
 
-pub async fn read(conn: &mut PgConnection, subscription: &str, topics: &[String]) -> sqlx::Result<Committed> {
+pub async fn read(conn: &mut PgConnection, subscription: &str, topics: &[String]) -> sqlx::Result<Positions> {
     let rows: Vec<(String, i64, i64, i32)> =
         sqlx::query_as(READ).bind(subscription).bind(topics).fetch_all(&mut *conn).await?;
     Ok(rows.into_iter().map(|(t, l, e, b)| (t, (l, e, b))).collect())

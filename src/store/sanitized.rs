@@ -2,7 +2,7 @@
 
 use sqlx::PgConnection;
 
-use super::column;
+use super::unnest::{self, column};
 
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -25,21 +25,19 @@ SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[], $5::int[
                      $8::text[], $9::text[], $10::bytea[])";
 
 pub async fn insert(conn: &mut PgConnection, rows: &[Row]) -> sqlx::Result<u64> {
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let result = sqlx::query(INSERT)
-        .bind(column(rows, |r| r.source.clone()))
-        .bind(column(rows, |r| r.ledger_id))
-        .bind(column(rows, |r| r.entry_id))
-        .bind(column(rows, |r| r.batch_index))
-        .bind(column(rows, |r| r.event_index))
-        .bind(column(rows, |r| r.job_id.clone()))
-        .bind(column(rows, |r| r.run_id.clone()))
-        .bind(column(rows, |r| r.field.clone()))
-        .bind(column(rows, |r| r.fix.clone()))
-        .bind(column(rows, |r| r.original.clone()))
-        .execute(&mut *conn)
-        .await?;
-    Ok(result.rows_affected())
+    unnest::insert(
+        conn,
+        INSERT,
+        rows,
+        |r| (&r.source, r.ledger_id, r.entry_id, r.batch_index),
+        |q| {
+            q.bind(column(rows, |r| r.event_index))
+                .bind(column(rows, |r| r.job_id.clone()))
+                .bind(column(rows, |r| r.run_id.clone()))
+                .bind(column(rows, |r| r.field.clone()))
+                .bind(column(rows, |r| r.fix.clone()))
+                .bind(column(rows, |r| r.original.clone()))
+        },
+    )
+    .await
 }

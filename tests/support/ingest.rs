@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use lookout_ingester::apply::{Summary, apply_files};
 use lookout_ingester::convert::Converter;
-use lookout_ingester::store::Store;
+use lookout_ingester::writer::Writer;
 use sqlx::postgres::PgConnectOptions;
 
 use super::events::delimited;
@@ -26,7 +26,7 @@ pub async fn ingest_with(url: &str, messages: &[Vec<u8>], batch_events: usize, c
 
 pub async fn ingest_file(url: &str, path: &std::path::Path, batch_events: usize, converter: Converter) -> Summary {
     let store =
-        Store::connect(PgConnectOptions::from_str(url).expect("url"), converter, None, Duration::from_millis(200))
+        Writer::connect(PgConnectOptions::from_str(url).expect("url"), converter, None, Duration::from_millis(200))
             .await
             .expect("store")
             .with_max_attempts(3);

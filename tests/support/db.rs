@@ -1,6 +1,6 @@
 //! Shared harness for the integration tests: a fresh PostgreSQL database per test.
 //!
-//! Use it from a test file with `mod common;` and `use common::TestDb;`.
+//! Use it from a test file with `mod support;` and `use support::db::TestDb;`.
 //!
 //! Environment: `DATABASE_URL` must point at a Postgres server with a role that may create and drop databases
 //! (a superuser URL such as `postgres://postgres@127.0.0.1:55433/lookout`; the database part is only used to connect

@@ -1,0 +1,222 @@
+//! Acknowledgements ([`AckTracker`]): which Pulsar entries are complete and may be acknowledged, and which
+//! redelivered messages to drop. pulsar-rs has no batch-index acks (acking any message of a producer batch acks the
+//! whole entry), so an entry is acknowledged only once it is complete — its last message committed, or a later
+//! entry of the same partition committed — with a cumulative ack of the last complete entry per partition.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::{EntryId, Key};
+use crate::message::Position;
+
+/// Per-partition acknowledgement state.
+#[derive(Debug, Default)]
+struct PartitionAcks {
+    /// The highest position forwarded downstream; redeliveries at or before it are dropped.
+    highest_forwarded: Option<Key>,
+    /// Entries forwarded and not yet complete: entry → number of messages in it.
+    open: BTreeMap<EntryId, i32>,
+    /// The highest complete entry (every message of it, and of every entry before it, committed).
+    complete: Option<EntryId>,
+    /// The highest entry whose cumulative ack was handed to the client.
+    acked: Option<EntryId>,
+    /// Messages in entries completed since the last ack (for the processed-messages counter).
+    completed_messages: u64,
+}
+
+/// Which entries may be acknowledged: fed with what is forwarded and what is committed.
+#[derive(Debug, Default)]
+pub struct AckTracker {
+    partitions: HashMap<Arc<str>, PartitionAcks>,
+}
+
+impl AckTracker {
+    /// The shared name of a partition topic (one allocation per partition, not per message).
+    pub fn source(&mut self, topic: &str) -> Arc<str> {
+        if let Some((name, _)) = self.partitions.get_key_value(topic) {
+            return name.clone();
+        }
+        let name: Arc<str> = topic.into();
+        self.partitions.insert(name.clone(), PartitionAcks::default());
+        name
+    }
+
+    /// Records a message about to be forwarded. `false` means it is a redelivery of something already forwarded:
+    /// drop it.
+    pub fn admit(&mut self, position: &Position, entry_size: i32) -> bool {
+        let key = position.key();
+        let p = self.partitions.entry(position.source.clone()).or_default();
+        if p.highest_forwarded.is_some_and(|h| key <= h) {
+            return false;
+        }
+        p.highest_forwarded = Some(key);
+        let entry = (key.0, key.1);
+        let size = p.open.entry(entry).or_insert(entry_size);
+        *size = (*size).max(entry_size);
+        true
+    }
+
+    /// Records that everything up to `key` in `topic` is committed.
+    pub fn committed(&mut self, topic: &str, key: Key) {
+        let Some(p) = self.partitions.get_mut(topic) else { return };
+        let entry = (key.0, key.1);
+        let done = match p.open.get(&entry) {
+            Some(&size) if key.2 >= size - 1 => Some(entry),
+            _ => p.open.range(..entry).next_back().map(|(e, _)| *e),
+        };
+        let Some(done) = done else { return };
+        if p.complete.is_some_and(|c| c >= done) {
+            return;
+        }
+        let later = p.open.split_off(&(done.0, done.1.saturating_add(1)));
+        let finished = std::mem::replace(&mut p.open, later);
+        p.completed_messages += finished.values().map(|n| u64::try_from(*n).unwrap_or(0)).sum::<u64>();
+        p.complete = Some(done);
+    }
+
+    /// Cumulative acks to send: the last complete entry of each partition where it is beyond the last ack.
+    pub fn due(&self) -> Vec<(Arc<str>, EntryId)> {
+        let mut due: Vec<(Arc<str>, EntryId)> = self
+            .partitions
+            .iter()
+            .filter_map(|(topic, p)| match p.complete {
+                Some(c) if p.acked.is_none_or(|a| c > a) => Some((topic.clone(), c)),
+                _ => None,
+            })
+            .collect();
+        due.sort();
+        due
+    }
+
+    /// Records that the cumulative ack of `entry` was handed to the client; returns the messages it newly covers.
+    pub fn acked(&mut self, topic: &str, entry: EntryId) -> u64 {
+        let Some(p) = self.partitions.get_mut(topic) else { return 0 };
+        if p.acked.is_none_or(|a| entry > a) {
+            p.acked = Some(entry);
+        }
+        std::mem::take(&mut p.completed_messages)
+    }
+
+    /// After a rebuild: acks handed to the old consumer may never have reached the broker, so send them again.
+    pub fn reassert(&mut self) {
+        for p in self.partitions.values_mut() {
+            p.acked = None;
+        }
+    }
+
+    /// Nothing forwarded from `topic` is waiting to be committed.
+    pub fn settled(&self, topic: &str) -> bool {
+        self.partitions.get(topic).is_none_or(|p| p.open.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    fn pos(t: &mut AckTracker, topic: &str, l: i64, e: i64, b: i32) -> Position {
+        Position { source: t.source(topic), ledger_id: l, entry_id: e, batch_index: b }
+    }
+
+    /// Forwards every message of the given entries `(entry id, size)` on ledger 1.
+    fn forward(t: &mut AckTracker, topic: &str, entries: &[(i64, i32)]) {
+        for &(e, size) in entries {
+            for b in 0..size {
+                let p = pos(t, topic, 1, e, b);
+                assert!(t.admit(&p, size), "fresh message {p} refused");
+            }
+        }
+    }
+
+    #[test]
+    fn a_partly_committed_entry_is_not_acked() {
+        let mut t = AckTracker::default();
+        forward(&mut t, "p0", &[(10, 5)]);
+        t.committed("p0", (1, 10, 2));
+        assert!(t.due().is_empty());
+        t.committed("p0", (1, 10, 4));
+        assert_eq!(t.due(), vec![("p0".into(), (1, 10))]);
+        assert_eq!(t.acked("p0", (1, 10)), 5);
+        assert!(t.due().is_empty());
+        assert!(t.settled("p0"));
+    }
+
+    #[test]
+    fn a_later_entry_committed_completes_the_earlier_ones() {
+        let mut t = AckTracker::default();
+        forward(&mut t, "p0", &[(10, 3), (11, 1), (12, 4)]);
+        t.committed("p0", (1, 12, 1));
+        assert_eq!(t.due(), vec![("p0".into(), (1, 11))]);
+        assert_eq!(t.acked("p0", (1, 11)), 4);
+        assert!(!t.settled("p0"));
+        t.committed("p0", (1, 12, 3));
+        assert_eq!(t.due(), vec![("p0".into(), (1, 12))]);
+        assert_eq!(t.acked("p0", (1, 12)), 4);
+    }
+
+    #[test]
+    fn an_unbatched_message_is_a_whole_entry() {
+        let mut t = AckTracker::default();
+        forward(&mut t, "p0", &[(7, 1)]);
+        t.committed("p0", (1, 7, 0));
+        assert_eq!(t.due(), vec![("p0".into(), (1, 7))]);
+    }
+
+    #[test]
+    fn partitions_are_independent() {
+        let mut t = AckTracker::default();
+        forward(&mut t, "p0", &[(1, 2)]);
+        forward(&mut t, "p1", &[(1, 2)]);
+        t.committed("p0", (1, 1, 1));
+        t.committed("p1", (1, 1, 0));
+        assert_eq!(t.due(), vec![("p0".into(), (1, 1))]);
+    }
+
+    #[test]
+    fn redeliveries_at_or_before_the_highest_forwarded_are_dropped() {
+        let mut t = AckTracker::default();
+        forward(&mut t, "p0", &[(10, 5)]);
+        // The consumer is rebuilt mid-entry: the broker sends the whole entry again.
+        for b in 0..5 {
+            let p = pos(&mut t, "p0", 1, 10, b);
+            assert!(!t.admit(&p, 5));
+        }
+        let p = pos(&mut t, "p0", 1, 11, 0);
+        assert!(t.admit(&p, 1));
+        // Other partitions are not affected.
+        let p = pos(&mut t, "p1", 1, 10, 0);
+        assert!(t.admit(&p, 1));
+    }
+
+    #[test]
+    fn acks_are_sent_again_after_a_rebuild_without_counting_twice() {
+        let mut t = AckTracker::default();
+        forward(&mut t, "p0", &[(10, 2)]);
+        t.committed("p0", (1, 10, 1));
+        assert_eq!(t.acked("p0", (1, 10)), 2);
+        assert!(t.due().is_empty());
+        t.reassert();
+        assert_eq!(t.due(), vec![("p0".into(), (1, 10))]);
+        assert_eq!(t.acked("p0", (1, 10)), 0);
+    }
+
+    #[test]
+    fn commits_never_move_the_ack_back() {
+        let mut t = AckTracker::default();
+        forward(&mut t, "p0", &[(10, 1), (11, 1)]);
+        t.committed("p0", (1, 11, 0));
+        t.committed("p0", (1, 10, 0));
+        assert_eq!(t.due(), vec![("p0".into(), (1, 11))]);
+        // Unknown partitions and positions are ignored.
+        t.committed("nope", (1, 1, 0));
+        assert_eq!(t.due().len(), 1);
+    }
+
+    #[test]
+    fn the_first_partial_commit_acks_nothing() {
+        let mut t = AckTracker::default();
+        forward(&mut t, "p0", &[(10, 3)]);
+        t.committed("p0", (1, 10, 0));
+        assert!(t.due().is_empty());
+        assert!(!t.settled("p0"));
+    }
+}

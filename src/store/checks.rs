@@ -1,0 +1,125 @@
+//! Checks that the SQL text agrees with the Rust definitions it cannot refer to: state codes (`crate::states`),
+//! the staging tables' list, and each COPY writer's column count against its staging table.
+
+use std::collections::BTreeSet;
+
+use super::{copy::CopyWriter, job, job_error, job_run, job_spec, stage};
+use crate::changes::{JobPhase, RowChanges};
+use crate::states::{JobState, RunState, sql_list};
+
+/// Every statement that mentions state codes.
+fn statements() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("job::INSERT", job::INSERT),
+        ("job::UPDATE", job::UPDATE),
+        ("job::TAKE_ORPHANS", job::TAKE_ORPHANS),
+        ("job_run::INSERT", job_run::INSERT),
+        ("job_run::UPDATE", job_run::UPDATE),
+        ("job_run::TAKE_ORPHANS", job_run::TAKE_ORPHANS),
+        ("job_spec::INSERT", job_spec::INSERT),
+        ("job_error::INSERT", job_error::INSERT),
+    ]
+}
+
+fn expect(name: &str, sql: &str, fragment: &str) {
+    let squeeze = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(squeeze(sql).contains(&squeeze(fragment)), "{name} should contain `{fragment}`");
+}
+
+/// `CASE <expr> WHEN a THEN x WHEN b THEN y … ELSE z END`, from pairs.
+fn case(expr: &str, pairs: impl IntoIterator<Item = (i16, i16)>, otherwise: i16) -> String {
+    let arms: String = pairs.into_iter().map(|(when, then)| format!(" WHEN {when} THEN {then}")).collect();
+    format!("CASE {expr}{arms} ELSE {otherwise} END")
+}
+
+#[test]
+fn every_state_list_in_sql_is_one_the_enums_define() {
+    let known: BTreeSet<String> = [
+        sql_list(JobState::TERMINAL.map(JobState::code)),
+        sql_list(JobState::PREEMPTIBLE.map(JobState::code)),
+        sql_list(JobState::WITH_RUN.map(JobState::code)),
+        sql_list(RunState::ACTIVE.map(RunState::code)),
+    ]
+    .into();
+    for (name, sql) in statements() {
+        for (i, _) in sql.match_indices("IN (") {
+            let rest = &sql[i + 4..];
+            let list = &rest[..rest.find(')').expect("closing parenthesis")];
+            if list.chars().all(|c| c.is_ascii_digit() || c == ',' || c == ' ') {
+                assert!(known.contains(list), "{name}: the list ({list}) is not derived from crate::states");
+            }
+        }
+    }
+}
+
+#[test]
+fn job_statements_use_the_job_state_codes() {
+    let code = JobState::code;
+    expect("job::INSERT", job::INSERT, &format!("n.submitted, {}, n.submitted,", code(JobState::Queued)));
+    let terminal = sql_list(JobState::TERMINAL.map(code));
+    expect("job::UPDATE", job::UPDATE, &format!("j.state IN ({terminal}) AS terminal"));
+    let preemptible = sql_list(JobState::PREEMPTIBLE.map(code));
+    expect("job::UPDATE", job::UPDATE, &format!("(c.state IN ({preemptible}) AND u.pre_at IS NOT NULL)"));
+    expect(
+        "job::UPDATE",
+        job::UPDATE,
+        &format!("WHEN d.apply_preemption THEN {}::smallint", code(JobState::Preempted)),
+    );
+    // The phase a stored state implies, and the state a phase puts the job in (crate::changes::JobPhase).
+    let phases = [JobPhase::Leased, JobPhase::Pending, JobPhase::Running];
+    let state_of = case("d.b_phase", phases.map(|p| (p as i16, p.state())), JobPhase::Requeued.state());
+    expect("job::UPDATE", job::UPDATE, &state_of);
+    let phase_of: String = phases.map(|p| format!(" WHEN {} THEN {}", p.state(), p as i16)).concat();
+    expect("job::UPDATE", job::UPDATE, &format!("CASE j.state{phase_of} WHEN {} THEN", JobPhase::Requeued.state()));
+}
+
+#[test]
+fn run_statements_use_the_run_state_codes() {
+    expect("job_run::INSERT", job_run::INSERT, &format!("n.leased, {}, n.pool", RunState::Leased.code()));
+    let active = sql_list(RunState::ACTIVE.map(RunState::code));
+    expect("job_run::UPDATE", job_run::UPDATE, &format!("r.job_run_state NOT IN ({active}) AS ended"));
+    let rank = |expr: &str| case(expr, RunState::ACTIVE.map(|s| (s.code(), s.active_rank())), -1);
+    expect("job_run::UPDATE", job_run::UPDATE, &format!("{} AS rank", rank("r.job_run_state")));
+    expect("job_run::UPDATE", job_run::UPDATE, &format!("({}) > d.rank", rank("d.active_state")));
+}
+
+/// The columns of a staging table, as its `CREATE TEMP TABLE` statement declares them.
+fn staging_columns(table: &str) -> usize {
+    let ddl = stage::STAGING.concat();
+    let head = format!("CREATE TEMP TABLE IF NOT EXISTS {table} (");
+    let start = ddl.find(&head).unwrap_or_else(|| panic!("no staging table {table}")) + head.len();
+    let body = &ddl[start..start + ddl[start..].find(") ON COMMIT").expect("end of the column list")];
+    body.split(',').filter(|c| !c.trim().is_empty()).count()
+}
+
+#[test]
+fn the_staging_tables_are_the_ones_listed() {
+    let ddl = stage::STAGING.concat();
+    let created: BTreeSet<&str> = ddl
+        .match_indices("CREATE TEMP TABLE IF NOT EXISTS ")
+        .map(|(i, m)| ddl[i + m.len()..].split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert_eq!(created, stage::TABLES.into_iter().collect::<BTreeSet<_>>());
+}
+
+#[test]
+fn each_copy_writer_fills_every_column_of_its_staging_table() {
+    let changes = RowChanges::default();
+    let writers: [(&str, CopyWriter); 7] = [
+        (job::COPY_NEW, job::copy_new(changes.jobs.values())),
+        (job::COPY_UPDATE, job::copy_update(changes.job_updates.iter())),
+        (job::COPY_PROGRESS, job::copy_progress(&changes)),
+        (job_spec::COPY_NEW, job_spec::copy_new(changes.job_specs.values())),
+        (job_run::COPY_NEW, job_run::copy_new(changes.runs.values())),
+        (job_run::COPY_UPDATE, job_run::copy_update(changes.run_updates.iter())),
+        (job_error::COPY_NEW, job_error::copy_new(changes.job_errors.values())),
+    ];
+    let mut tables = BTreeSet::new();
+    for (statement, writer) in writers {
+        let table = statement.strip_prefix("COPY ").and_then(|s| s.split_whitespace().next()).expect("COPY <table>");
+        assert!(stage::TABLES.contains(&table), "{statement}: not a staging table");
+        assert_eq!(writer.columns() as usize, staging_columns(table), "{table}: COPY fields vs. table columns");
+        tables.insert(table);
+    }
+    assert_eq!(tables.len(), stage::TABLES.len(), "every staging table has a COPY writer");
+}

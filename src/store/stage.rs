@@ -1,0 +1,157 @@
+//! Staging: sends one set of [`RowChanges`] to Postgres with binary COPY into per-connection staging tables, then
+//! runs the set-based insert and merge statements of `job.rs`, `job_run.rs`, `job_spec.rs` and `job_error.rs`.
+//! Updates and runs whose parent does not exist are taken out of the staging tables and reported as orphans (the
+//! writer parks their events).
+
+use std::sync::LazyLock;
+
+use sqlx::{Executor, PgConnection};
+
+use super::error::{ErrorClass, classify};
+use super::parked::WaitsFor;
+use super::{copy, job, job_error, job_run, job_spec};
+use crate::changes::RowChanges;
+use crate::message::EventId;
+
+/// Every staging table, created once per connection.
+pub const STAGING: &[&str] = &[job::STAGING, job_spec::STAGING, job_run::STAGING, job_error::STAGING];
+
+/// Every staging table, once: created by the `STAGING` statements above, filled by COPY, cleared between the parts
+/// of an isolated batch (the tests of `store::checks` hold the three to this list).
+pub const TABLES: [&str; 7] = [
+    "li_job_new",
+    "li_job_update",
+    "li_job_progress",
+    "li_job_spec_new",
+    "li_run_new",
+    "li_run_update",
+    "li_job_error_new",
+];
+
+/// Clears the staging tables (needed between writes inside one transaction).
+static CLEAR_STAGING: LazyLock<String> =
+    LazyLock::new(|| TABLES.map(|table| format!("DELETE FROM {table}")).join("; "));
+
+/// Row counts and orphans of one write.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Rows affected, as (table, operation, rows).
+    pub rows: Vec<(&'static str, &'static str, u64)>,
+    /// Events to park, with what they wait for.
+    pub orphans: Vec<(EventId, WaitsFor)>,
+}
+
+/// Stages and writes one set of row changes. `force` runs every statement even when its staging is empty (to
+/// clear leftovers between savepoints and to probe the statements).
+pub async fn write_changes(conn: &mut PgConnection, changes: &RowChanges, force: bool) -> sqlx::Result<Written> {
+    let mut out = Written::default();
+    if force {
+        conn.execute(CLEAR_STAGING.as_str()).await?;
+    }
+    copy_in(conn, job::COPY_NEW, job::copy_new(changes.jobs.values())).await?;
+    copy_in(conn, job_spec::COPY_NEW, job_spec::copy_new(changes.job_specs.values())).await?;
+    copy_in(conn, job::COPY_UPDATE, job::copy_update(changes.job_updates.iter())).await?;
+    copy_in(conn, job::COPY_PROGRESS, job::copy_progress(changes)).await?;
+    copy_in(conn, job_run::COPY_NEW, job_run::copy_new(changes.runs.values())).await?;
+    copy_in(conn, job_run::COPY_UPDATE, job_run::copy_update(changes.run_updates.iter())).await?;
+    copy_in(conn, job_error::COPY_NEW, job_error::copy_new(changes.job_errors.values())).await?;
+
+    let any = |n: usize| force || n > 0;
+    if any(changes.jobs.len()) {
+        counted(conn, job::INSERT, ("job", "insert"), &mut out).await?;
+    }
+    if any(changes.job_specs.len()) {
+        counted(conn, job_spec::INSERT, ("job_spec", "insert"), &mut out).await?;
+    }
+    if any(changes.runs.len()) {
+        counted(conn, job_run::INSERT, ("job_run", "insert"), &mut out).await?;
+    }
+    // Orphans: updates whose job or run does not exist, and runs of unknown jobs.
+    if any(changes.job_updates.len()) {
+        let orphans: Vec<String> = sqlx::query_scalar(job::TAKE_ORPHANS).fetch_all(&mut *conn).await?;
+        for job_id in orphans {
+            if let Some(d) = changes.job_updates.get(&job_id) {
+                out.orphans.extend(d.sources.iter().map(|s| (*s, WaitsFor::Job)));
+            }
+            if let Some(e) = changes.job_errors.get(&job_id) {
+                out.orphans.push((e.source, WaitsFor::Job));
+            }
+        }
+    }
+    if any(changes.runs.len() + changes.run_updates.len()) {
+        let orphans: Vec<(String, String)> = sqlx::query_as(job_run::TAKE_ORPHANS).fetch_all(&mut *conn).await?;
+        for (kind, run_id) in orphans {
+            if kind == "new" {
+                if let Some(r) = changes.runs.get(&run_id) {
+                    out.orphans.push((r.source, WaitsFor::Job));
+                }
+            } else if let Some(d) = changes.run_updates.get(&run_id) {
+                out.orphans.extend(d.sources.iter().map(|s| (*s, WaitsFor::Run)));
+            }
+        }
+    }
+    if any(changes.job_updates.len()) {
+        counted(conn, job::UPDATE, ("job", "update"), &mut out).await?;
+    }
+    if any(changes.run_updates.len()) {
+        counted(conn, job_run::UPDATE, ("job_run", "update"), &mut out).await?;
+    }
+    if any(changes.job_errors.len()) {
+        counted(conn, job_error::INSERT, ("job_error", "insert"), &mut out).await?;
+    }
+    Ok(out)
+}
+
+/// Runs one statement and records the rows it affected under (table, operation).
+async fn counted(
+    conn: &mut PgConnection,
+    statement: &'static str,
+    (table, operation): (&'static str, &'static str),
+    out: &mut Written,
+) -> sqlx::Result<()> {
+    let r = sqlx::query(statement).execute(&mut *conn).await?;
+    out.rows.push((table, operation, r.rows_affected()));
+    Ok(())
+}
+
+/// Checks that the statements run at all with nothing staged (under a savepoint): if they fail even so, the schema
+/// is broken, not the data, and no event is to blame.
+pub async fn probe(conn: &mut PgConnection) -> sqlx::Result<()> {
+    conn.execute("SAVEPOINT li_probe").await?;
+    write_changes(&mut *conn, &RowChanges::default(), true).await?;
+    conn.execute("RELEASE SAVEPOINT li_probe").await?;
+    Ok(())
+}
+
+/// Writes one part of a batch under a savepoint: on success the savepoint is released; when Postgres rejects the
+/// data the part is rolled back (the transaction stays usable) and the error returned.
+pub async fn write_part(conn: &mut PgConnection, changes: &RowChanges) -> sqlx::Result<Written> {
+    conn.execute("SAVEPOINT li_part").await?;
+    match write_changes(&mut *conn, changes, true).await {
+        Ok(written) => {
+            conn.execute("RELEASE SAVEPOINT li_part").await?;
+            Ok(written)
+        }
+        Err(e) => {
+            if classify(&e) == ErrorClass::Data {
+                conn.execute("ROLLBACK TO SAVEPOINT li_part").await?;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Sends one staging table's rows with binary COPY (skipped when there are none).
+async fn copy_in(conn: &mut PgConnection, statement: &str, writer: copy::CopyWriter) -> sqlx::Result<()> {
+    if writer.rows() == 0 {
+        return Ok(());
+    }
+    let mut copy = conn.copy_in_raw(statement).await?;
+    let payload = writer.finish();
+    if let Err(e) = copy.send(payload).await {
+        let _ = copy.abort(e.to_string()).await;
+        return Err(e);
+    }
+    copy.finish().await?;
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! What the service tests (`tests/service*.rs`) share: producers that publish whole entries or one message per
+//! entry, convergence to the reference rows, and a small job stream spread over two partitions.
+
+use std::time::{Duration, Instant};
+
+use pulsar::compression::{Compression, CompressionZlib};
+use pulsar::{Producer, ProducerOptions, Pulsar, TokioExecutor};
+use sqlx::PgPool;
+
+use super::events::*;
+use super::http::http;
+use super::rows;
+use super::snapshot::Snapshot;
+
+pub const T0: i64 = 1_700_000_000;
+/// Longest a service test waits for a condition.
+pub const WAIT: Duration = Duration::from_secs(90);
+
+pub async fn get(app_addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    http("GET", &format!("http://{app_addr}{path}"), None).await
+}
+
+// ------------------------------------------------------------------------------------------------ Pulsar
+
+/// A producer on one partition: batching and zlib like Armada's producers, or plain.
+pub async fn producer(
+    client: &Pulsar<TokioExecutor>,
+    topic: &str,
+    partition: u32,
+    batched: bool,
+) -> Producer<TokioExecutor> {
+    let options = if batched {
+        ProducerOptions {
+            batch_size: Some(1000),
+            compression: Some(Compression::Zlib(CompressionZlib { level: flate2::Compression::fast() })),
+            ..Default::default()
+        }
+    } else {
+        ProducerOptions::default()
+    };
+    client
+        .producer()
+        .with_topic(format!("{topic}-partition-{partition}"))
+        .with_options(options)
+        .build()
+        .await
+        .expect("producer")
+}
+
+/// A batching zlib producer on a non-partitioned topic.
+pub async fn topic_producer(client: &Pulsar<TokioExecutor>, topic: &str) -> Producer<TokioExecutor> {
+    let options = ProducerOptions {
+        batch_size: Some(1000),
+        compression: Some(Compression::Zlib(CompressionZlib { level: flate2::Compression::fast() })),
+        ..Default::default()
+    };
+    client.producer().with_topic(topic).with_options(options).build().await.expect("producer")
+}
+
+/// Publishes the messages as one producer batch (one entry) and returns each message's `(ledger, entry, index)`.
+pub async fn publish_entry(p: &mut Producer<TokioExecutor>, messages: &[Vec<u8>]) -> Vec<(i64, i64, i32)> {
+    let mut receipts = Vec::new();
+    for m in messages {
+        receipts.push(p.send_non_blocking(m.clone()).await.expect("queue message"));
+    }
+    p.send_batch().await.expect("flush batch");
+    let mut ids = Vec::new();
+    for r in receipts {
+        ids.push(receipt_id(r.await.expect("receipt")));
+    }
+    ids
+}
+
+/// Publishes each message on its own (one entry each, when the producer does not batch).
+pub async fn publish_each(p: &mut Producer<TokioExecutor>, messages: &[Vec<u8>]) -> Vec<(i64, i64, i32)> {
+    let mut ids = Vec::new();
+    for m in messages {
+        let receipt = p.send_non_blocking(m.clone()).await.expect("send").await.expect("receipt");
+        ids.push(receipt_id(receipt));
+    }
+    ids
+}
+
+pub fn receipt_id(r: pulsar::proto::CommandSendReceipt) -> (i64, i64, i32) {
+    let id = r.message_id.expect("receipt carries a message id");
+    (id.ledger_id as i64, id.entry_id as i64, id.batch_index.unwrap_or(0).max(0))
+}
+
+// ------------------------------------------------------------------------------------------------ Postgres
+
+/// Polls until the service's `job` and `job_run` rows equal `want`; on timeout fails showing the first difference.
+pub async fn assert_rows_converge(pool: &PgPool, want: &Snapshot) {
+    let want = &(want.jobs.clone(), want.runs.clone());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = (rows::jobs(pool).await, rows::runs(pool).await);
+        if &got == want {
+            return;
+        }
+        if Instant::now() >= deadline {
+            assert_eq!(got.0.len(), want.0.len(), "job rows");
+            assert_eq!(got.1.len(), want.1.len(), "job_run rows");
+            for (g, w) in got.0.iter().zip(&want.0) {
+                assert_eq!(g, w, "job row differs from the reference");
+            }
+            for (g, w) in got.1.iter().zip(&want.1) {
+                assert_eq!(g, w, "job_run row differs from the reference");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+// ------------------------------------------------------------------------------------------------ events
+
+/// The messages of one job, as its producers would publish them (one message per step; step 2 is a compacted
+/// sequence of two events). Every 5th job is cancelled while running, every 7th fails.
+pub fn job_messages(i: usize) -> Vec<Vec<u8>> {
+    let job = format!("job-{i:04}");
+    let run = format!("00000000-0000-0000-0000-{i:012}");
+    let js = format!("js-{}", i % 4);
+    let t = T0 + i as i64 * 10;
+    let s = || seq("queue-a", &js);
+    let pod_spec = pod(&[("cpu", "250m"), ("memory", "512Mi")], Some("armada-default"));
+    let mut out = vec![
+        s().at(t, submit_job(&job, 3, Some(pod_spec), &[("armadaproject.io/team", "ml")])),
+        s().at(t + 1, leased(&job, &run, "cluster-1", "node-1", "default")),
+        s().at(t + 2, assigned(&job, &run)).at(t + 3, running(&job, &run, Some("node-1"))),
+    ];
+    if i.is_multiple_of(5) {
+        out.push(s().at(t + 4, run_cancelled(&job, &run, "user", "alice")));
+        out.push(s().at(t + 5, cancelled_job(&job, "user", "alice")));
+    } else if i.is_multiple_of(7) {
+        let err = error(true, pod_error("OOMKilled", "node-1", &[137], "debug"), "oom", "");
+        out.push(s().at(t + 4, run_errors(&job, &run, vec![err.clone()])));
+        out.push(s().at(t + 5, job_errors(&job, vec![err])));
+    } else {
+        out.push(s().at(t + 4, run_succeeded(&job, &run)));
+        out.push(s().at(t + 5, job_succeeded(&job)));
+    }
+    out.iter().map(Seq::encode).collect()
+}
+
+/// Job `i` goes to partition `(i % 4) % 2` (its job set's partition).
+pub fn partition_of(i: usize) -> u32 {
+    ((i % 4) % 2) as u32
+}
