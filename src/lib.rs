@@ -7,6 +7,7 @@
 //!
 //! `pipeline` wires the stages together for `run`; `apply` drives decode → convert → store over a file.
 
+pub mod analytics;
 pub mod apply;
 pub mod batch;
 pub mod changes;
