@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::NaiveDateTime;
-use serde::Serialize;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
@@ -44,7 +43,7 @@ pub struct PruneOptions {
 }
 
 /// Rows deleted (or, for a dry run, that would be).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PruneCounts {
     pub jobs: u64,
     pub runs: u64,
@@ -53,7 +52,7 @@ pub struct PruneCounts {
 }
 
 /// The outcome of one prune.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct PruneReport {
     /// Cut-off (UTC): jobs whose last transition is before it were eligible.
     pub cutoff: NaiveDateTime,

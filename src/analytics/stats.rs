@@ -66,6 +66,7 @@ pub struct RetryAmplification {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Stats {
     /// Start of the window (UTC); the window ends now.
+    #[serde(serialize_with = "utc")]
     pub since: NaiveDateTime,
     pub queue: Option<String>,
     pub failed_runs: i64,
@@ -171,6 +172,11 @@ pub async fn collect(pool: &PgPool, opts: &StatsOptions) -> sqlx::Result<Stats> 
         top_nodes,
         retry_amplification: RetryAmplification { jobs, runs, runs_per_job, max_runs, retried_jobs },
     })
+}
+
+/// `2026-01-10T12:00:00Z` (chrono is built without its serde feature).
+fn utc<S: serde::Serializer>(ts: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&ts.format("%Y-%m-%dT%H:%M:%SZ").to_string())
 }
 
 fn percent(n: i64, total: i64) -> f64 {
