@@ -36,25 +36,53 @@ type Classified = Vec<(String, Option<String>, Option<String>, Option<String>)>;
 async fn classify(converter: Converter) -> Classified {
     let db = TestDb::migrated().await;
     let messages = vec![
-        lifecycle("job-a", "run-a", run_errors("job-a", "run-a", vec![terminal(Reason::LeaseExpired(ev::LeaseExpired {}), "", "")])),
-        lifecycle("job-b", "run-b", run_errors("job-b", "run-b", vec![terminal(pod_error("killed", "node-1", &[137], ""), "", "")])),
+        lifecycle(
+            "job-a",
+            "run-a",
+            run_errors("job-a", "run-a", vec![terminal(Reason::LeaseExpired(ev::LeaseExpired {}), "", "")]),
+        ),
+        lifecycle(
+            "job-b",
+            "run-b",
+            run_errors("job-b", "run-b", vec![terminal(pod_error("killed", "node-1", &[137], ""), "", "")]),
+        ),
         lifecycle(
             "job-c",
             "run-c",
-            run_errors("job-c", "run-c", vec![terminal(pod_error("killed", "node-1", &[137], ""), "infrastructure", "oom")]),
+            run_errors(
+                "job-c",
+                "run-c",
+                vec![terminal(pod_error("killed", "node-1", &[137], ""), "infrastructure", "oom")],
+            ),
         ),
         lifecycle("job-d", "run-d", run_preempted("job-d", "run-d", "higher priority", "job-x", "")),
-        lifecycle("job-e", "run-e", run_errors("job-e", "run-e", vec![terminal(pod_error("exit 1", "node-1", &[1], ""), "", "")])),
-        lifecycle("job-f", "run-f", run_errors("job-f", "run-f", vec![terminal(lease_returned("gave up", ""), "", "")])),
+        lifecycle(
+            "job-e",
+            "run-e",
+            run_errors("job-e", "run-e", vec![terminal(pod_error("exit 1", "node-1", &[1], ""), "", "")]),
+        ),
+        lifecycle(
+            "job-f",
+            "run-f",
+            run_errors("job-f", "run-f", vec![terminal(lease_returned("gave up", ""), "", "")]),
+        ),
         lifecycle("job-g", "run-g", run_errors("job-g", "run-g", vec![terminal(max_runs("too many"), "", "")])),
         lifecycle("job-h", "run-h", run_errors("job-h", "run-h", vec![terminal(rejected("bad spec"), "", "")])),
         // A non-terminal error ends nothing, so nothing is derived for it.
-        lifecycle("job-i", "run-i", run_errors("job-i", "run-i", vec![error(false, Reason::LeaseExpired(ev::LeaseExpired {}), "", "")])),
+        lifecycle(
+            "job-i",
+            "run-i",
+            run_errors("job-i", "run-i", vec![error(false, Reason::LeaseExpired(ev::LeaseExpired {}), "", "")]),
+        ),
         // Only a subcategory from the executor: the derived category fills the gap, the subcategory is kept.
         lifecycle(
             "job-j",
             "run-j",
-            run_errors("job-j", "run-j", vec![terminal(Reason::LeaseExpired(ev::LeaseExpired {}), "", "executor-gone")]),
+            run_errors(
+                "job-j",
+                "run-j",
+                vec![terminal(Reason::LeaseExpired(ev::LeaseExpired {}), "", "executor-gone")],
+            ),
         ),
     ];
     ingest_with(&db.url, &messages, 1000, converter).await;
@@ -66,7 +94,12 @@ async fn classify(converter: Converter) -> Classified {
     .unwrap()
 }
 
-fn row(run: &str, c: Option<&str>, s: Option<&str>, src: Option<&str>) -> (String, Option<String>, Option<String>, Option<String>) {
+fn row(
+    run: &str,
+    c: Option<&str>,
+    s: Option<&str>,
+    src: Option<&str>,
+) -> (String, Option<String>, Option<String>, Option<String>) {
     (run.into(), c.map(Into::into), s.map(Into::into), src.map(Into::into))
 }
 
@@ -199,16 +232,17 @@ async fn stats_summarises_a_window() {
     let day = StatsOptions { since: Duration::from_secs(86_400), queue: None, top: 10 };
     let s = collect(&db.pool, &day).await.unwrap();
     assert_eq!((s.failed_runs, s.failed_jobs), (2, 1));
-    let blame: Vec<(&str, i64, f64)> = s.by_blame.iter().map(|b| (b.blame.as_str(), b.failed_runs, b.percent)).collect();
+    let blame: Vec<(&str, i64, f64)> =
+        s.by_blame.iter().map(|b| (b.blame.as_str(), b.failed_runs, b.percent)).collect();
     assert_eq!(blame, [("system", 1, 50.0), ("user", 1, 50.0)]);
-    let cats: Vec<(Option<&str>, Option<&str>, &str)> = s
-        .by_category
-        .iter()
-        .map(|c| (c.category.as_deref(), c.subcategory.as_deref(), c.blame.as_str()))
-        .collect();
+    let cats: Vec<(Option<&str>, Option<&str>, &str)> =
+        s.by_category.iter().map(|c| (c.category.as_deref(), c.subcategory.as_deref(), c.blame.as_str())).collect();
     assert_eq!(cats, [(Some("internal"), Some("lease-expired"), "system"), (Some("oom"), None, "user")]);
     assert_eq!(s.top_jobsets.len(), 1);
-    assert_eq!((s.top_jobsets[0].jobset.as_str(), s.top_jobsets[0].failed_runs, s.top_jobsets[0].jobs), ("set-1", 2, 1));
+    assert_eq!(
+        (s.top_jobsets[0].jobset.as_str(), s.top_jobsets[0].failed_runs, s.top_jobsets[0].jobs),
+        ("set-1", 2, 1)
+    );
     let nodes: Vec<(&str, i64, i64)> =
         s.top_nodes.iter().map(|n| (n.node.as_deref().unwrap(), n.failed_runs, n.system_blamed)).collect();
     assert_eq!(nodes, [("node-1", 1, 0), ("node-2", 1, 1)]);
@@ -271,13 +305,16 @@ async fn prune_deletes_old_terminal_jobs_with_their_rows() {
     assert_eq!(count(&db.pool, "SELECT count(*) FROM job").await, 1234 + 7 + 10, "a dry run deletes nothing");
 
     let mut batches = 0;
-    let report = prune(&db.pool, &PruneOptions { dry_run: false, ..opts.clone() }, None, |p| batches = p.batches)
-        .await
-        .unwrap();
+    let report =
+        prune(&db.pool, &PruneOptions { dry_run: false, ..opts.clone() }, None, |p| batches = p.batches).await.unwrap();
     assert_eq!(report.deleted, want);
     assert_eq!(report.batches, 13);
     assert_eq!(batches, 13, "progress after every batch");
-    assert!(report.summary().starts_with("pruned 1234 jobs, 2468 runs, 1234 specs, 1234 errors"), "{}", report.summary());
+    assert!(
+        report.summary().starts_with("pruned 1234 jobs, 2468 runs, 1234 specs, 1234 errors"),
+        "{}",
+        report.summary()
+    );
     for (table, left) in [("job", 17), ("job_run", 34), ("job_spec", 17), ("job_error", 17)] {
         assert_eq!(count(&db.pool, &format!("SELECT count(*) FROM {table}")).await, left, "{table}");
         let old = count(&db.pool, &format!("SELECT count(*) FROM {table} WHERE job_id LIKE 'old-%'")).await;
@@ -298,7 +335,8 @@ async fn prune_while_ingesting() {
     let db = TestDb::migrated().await;
     insert_jobs(&db.pool, &prune_fixture(OLD, ACTIVE)).await;
     sqlx::query("ANALYZE").execute(&db.pool).await.unwrap();
-    let deadlocks_before = count(&db.pool, "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()").await;
+    let deadlocks_before =
+        count(&db.pool, "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()").await;
 
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let mut messages = Vec::new();

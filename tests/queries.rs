@@ -209,14 +209,18 @@ async fn views_over_the_fixture() {
         vec![r#"{"blame":"system","count":2}"#, r#"{"blame":"unknown","count":2}"#, r#"{"blame":"user","count":4}"#]
     );
     assert_eq!(
-        rows("SELECT queue, jobset, failed_runs, jobs_with_failures FROM lookout_ingester.top_failing_jobsets \
-              ORDER BY failed_runs DESC, queue, jobset LIMIT 1")
+        rows(
+            "SELECT queue, jobset, failed_runs, jobs_with_failures FROM lookout_ingester.top_failing_jobsets \
+              ORDER BY failed_runs DESC, queue, jobset LIMIT 1"
+        )
         .await,
         vec![r#"{"queue":"queue-a","jobset":"set-1","failed_runs":4,"jobs_with_failures":3}"#]
     );
     assert_eq!(
-        rows("SELECT node, category, failures FROM lookout_ingester.failure_mix_per_node WHERE node = 'node-1' \
-              ORDER BY category")
+        rows(
+            "SELECT node, category, failures FROM lookout_ingester.failure_mix_per_node WHERE node = 'node-1' \
+              ORDER BY category"
+        )
         .await,
         vec![
             r#"{"node":"node-1","category":"internal","failures":1}"#,
@@ -230,8 +234,10 @@ async fn views_over_the_fixture() {
         vec![r#"{"cluster":"cluster-a","n":5}"#, r#"{"cluster":"cluster-b","n":3}"#]
     );
     assert_eq!(
-        rows("SELECT hour, category, failures FROM lookout_ingester.failures_per_hour \
-              WHERE hour = '2026-01-10 10:00' ORDER BY category")
+        rows(
+            "SELECT hour, category, failures FROM lookout_ingester.failures_per_hour \
+              WHERE hour = '2026-01-10 10:00' ORDER BY category"
+        )
         .await,
         vec![
             r#"{"hour":"2026-01-10T10:00:00","category":"internal","failures":1}"#,

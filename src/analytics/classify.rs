@@ -69,7 +69,11 @@ mod tests {
             kubernetes_reason: reason as i32,
             container_errors: codes
                 .iter()
-                .map(|(code, r)| ContainerError { exit_code: *code, kubernetes_reason: *r as i32, ..Default::default() })
+                .map(|(code, r)| ContainerError {
+                    exit_code: *code,
+                    kubernetes_reason: *r as i32,
+                    ..Default::default()
+                })
                 .collect(),
             ..Default::default()
         })
@@ -83,7 +87,10 @@ mod tests {
             run_error(&err(Reason::MaxRunsExceeded(MaxRunsExceeded::default()))),
             Some(("internal", Some("max-runs-exceeded")))
         );
-        assert_eq!(run_error(&err(Reason::PodLeaseReturned(PodLeaseReturned::default()))), Some(("lease-returned", None)));
+        assert_eq!(
+            run_error(&err(Reason::PodLeaseReturned(PodLeaseReturned::default()))),
+            Some(("lease-returned", None))
+        );
         assert_eq!(run_error(&err(pod(AppError, &[(1, AppError), (137, AppError)]))), Some(("oom", Some("exit-137"))));
         assert_eq!(run_error(&err(pod(AppError, &[(1, Oom)]))), Some(("oom", Some("oom-killed"))));
         assert_eq!(run_error(&err(pod(Evicted, &[]))), Some(("eviction", None)));

@@ -168,7 +168,8 @@ pub async fn prune(
     }
     let batch_size = opts.batch_size.max(1) as i64;
     // Before any timestamp Armada writes (and within Postgres' range, unlike NaiveDateTime::MIN).
-    let mut after = (chrono::NaiveDate::from_ymd_opt(1, 1, 1).expect("valid date").and_time(chrono::NaiveTime::MIN), String::new());
+    let mut after =
+        (chrono::NaiveDate::from_ymd_opt(1, 1, 1).expect("valid date").and_time(chrono::NaiveTime::MIN), String::new());
     loop {
         if cancel.is_some_and(|c| c.is_cancelled()) {
             break;
