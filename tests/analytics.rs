@@ -7,7 +7,8 @@ mod support;
 use std::time::Duration;
 
 use common::TestDb;
-use lookout_ingester::analytics::prune::{PruneCounts, PruneOptions, prune};
+use lookout_ingester::analytics::AnalyticsConfig;
+use lookout_ingester::analytics::prune::{PruneCounts, PruneOptions, periodic, prune};
 use lookout_ingester::analytics::stats::{StatsOptions, collect};
 use lookout_ingester::convert::Converter;
 use lookout_ingester::proto::armadaevents::{self as ev, EventKind, error::Reason};
@@ -343,14 +344,10 @@ async fn prune_while_ingesting() {
     for i in 0..NEW {
         let (job, run) = (format!("fresh-{i}"), format!("fresh-{i}-r"));
         messages.push(lifecycle_at(&job, &run, now - 60));
-        // Late events for old jobs: the writer locks their job and run rows.
+        // Late events for old jobs: the writer locks their job row (reprioritised) or only a run row (debug info).
         let old = format!("old-{}", 1 + (i * 13) % OLD);
-        messages.push(
-            seq("queue-a", "set-1")
-                .at(now, reprioritised(&old, 7))
-                .at(now, debug_info(&old, &format!("{old}-r1"), "late"))
-                .encode(),
-        );
+        let late = if i % 2 == 0 { reprioritised(&old, 7) } else { debug_info(&old, &format!("{old}-r1"), "late") };
+        messages.push(seq("queue-a", "set-1").at(now, late).encode());
         if i % 5 == 0 {
             let act = format!("act-{}", 1 + i % ACTIVE);
             messages.push(seq("queue-a", "set-1").at(now, reprioritised(&act, 3)).encode());
@@ -360,9 +357,9 @@ async fn prune_while_ingesting() {
         let url = db.url.clone();
         async move { ingest_with(&url, &messages, 200, Converter::default()).await }
     });
-    let opts = PruneOptions { older_than: Duration::from_secs(14 * 86_400), batch_size: 250, dry_run: false };
+    let opts = PruneOptions { older_than: Duration::from_secs(14 * 86_400), batch_size: 40, dry_run: false };
     let mut deleted = PruneCounts::default();
-    let (mut rounds, mut busy) = (0, 0);
+    let (mut rounds, mut busy, mut first_round) = (0, 0, None);
     let tally = |total: &mut PruneCounts, c: &PruneCounts| {
         total.jobs += c.jobs;
         total.runs += c.runs;
@@ -374,11 +371,16 @@ async fn prune_while_ingesting() {
         tally(&mut deleted, &r.deleted);
         rounds += 1;
         busy += r.skipped_busy;
+        first_round.get_or_insert(r.deleted.jobs);
     }
     let summary = writer.await.unwrap();
     let r = prune(&db.pool, &opts, None, |_| {}).await.expect("final prune");
     tally(&mut deleted, &r.deleted);
-    println!("{rounds} prune rounds beside {} writer batches; {busy} busy jobs skipped", summary.batches);
+    println!(
+        "{rounds} prune rounds beside {} writer batches; the first round deleted {first_round:?} of {OLD} jobs; \
+         {busy} jobs skipped because the writer held one of their runs",
+        summary.batches
+    );
     assert!(rounds >= 1 && summary.batches > 10, "both ran: {rounds} prune rounds, {} batches", summary.batches);
 
     assert_eq!(deleted, PruneCounts { jobs: OLD as u64, runs: 2 * OLD as u64, specs: OLD as u64, errors: OLD as u64 });
@@ -404,4 +406,61 @@ fn lifecycle_at(job: &str, run: &str, t: i64) -> Vec<u8> {
         .at(t + 3, run_succeeded(job, run))
         .at(t + 4, job_succeeded(job))
         .encode()
+}
+
+#[tokio::test]
+async fn the_service_prunes_periodically_only_when_configured() {
+    let db = TestDb::migrated().await;
+    insert_jobs(&db.pool, &prune_fixture(50, 2)).await;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let off = AnalyticsConfig::default();
+    assert!(off.prune_interval.is_zero() && !off.classify_failures, "both off by default");
+    tokio::time::timeout(Duration::from_secs(2), periodic(db.pool.clone(), off, cancel.clone()))
+        .await
+        .expect("with prune_interval 0 the task ends at once");
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM job WHERE job_id LIKE 'old-%'").await, 50);
+
+    let on = AnalyticsConfig { prune_interval: Duration::from_millis(200), ..AnalyticsConfig::default() };
+    let task = tokio::spawn(periodic(db.pool.clone(), on, cancel.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while count(&db.pool, "SELECT count(*) FROM job WHERE job_id LIKE 'old-%'").await > 0 {
+        assert!(std::time::Instant::now() < deadline, "the periodic prune did not run");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops when cancelled").unwrap();
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM job").await, 2 + 10, "active and recent jobs stay");
+}
+
+/// Rows the writer holds (a job row, and another job's run row, locked by an open transaction as the writer's
+/// guarded updates do) are skipped without waiting, and deleted by the next prune once released.
+#[tokio::test]
+async fn prune_never_waits_for_the_writers_locks() {
+    let db = TestDb::migrated().await;
+    insert_jobs(&db.pool, &prune_fixture(100, 0)).await;
+    let mut writer = db.connect().await;
+    sqlx::raw_sql(
+        "BEGIN;
+         SELECT 1 FROM job WHERE job_id = 'old-10' FOR UPDATE;
+         SELECT 1 FROM job_run WHERE run_id = 'old-20-r1' FOR UPDATE;",
+    )
+    .execute(&mut writer)
+    .await
+    .unwrap();
+    let opts = PruneOptions { older_than: Duration::from_secs(14 * 86_400), batch_size: 30, dry_run: false };
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(10), prune(&db.pool, &opts, None, |_| {}))
+        .await
+        .expect("prune waited for a lock")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2), "no lock_timeout was hit: {:?}", started.elapsed());
+    assert_eq!((r.deleted.jobs, r.skipped_busy), (98, 1));
+    let left: Vec<String> = sqlx::query_scalar("SELECT job_id FROM job WHERE job_id LIKE 'old-%' ORDER BY 1")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, ["old-10", "old-20"]);
+    sqlx::raw_sql("COMMIT").execute(&mut writer).await.unwrap();
+    let r = prune(&db.pool, &opts, None, |_| {}).await.unwrap();
+    assert_eq!(r.deleted, PruneCounts { jobs: 2, runs: 4, specs: 2, errors: 2 });
 }
