@@ -70,3 +70,6 @@ psql "$DATABASE_URL" -P pager=off -c "
   WHERE subscription = 'quickstart' ORDER BY topic;" -c "
   SELECT (SELECT count(*) FROM lookout_ingester.quarantine) AS quarantined,
          (SELECT count(*) FROM lookout_ingester.parked_event) AS parked;"
+
+say "failure summary of the last 24 hours (lookout-ingester stats; docs/queries.md has the SQL behind it)"
+"$BIN" stats --since 24h --format table

@@ -257,6 +257,8 @@ pub struct RunEnd {
     pub termination_reason: Option<String>,
     pub category: Option<String>,
     pub subcategory: Option<String>,
+    /// `Some("ingester")` when the category was derived by the ingester (`crate::analytics::classify`).
+    pub category_source: Option<&'static str>,
 }
 
 /// All of a batch's updates to one existing run, folded.
@@ -310,6 +312,8 @@ impl RunDelta {
         }
         match &self.end {
             None => self.end = Some(end),
+            // A derived category never fills a later ending's gap: only what an event carried does.
+            Some(_) if end.category_source.is_some() => {}
             Some(_) => {
                 if self.late_category.is_none() {
                     self.late_category = end.category;

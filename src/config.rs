@@ -83,6 +83,8 @@ pub struct Config {
     /// the writers' own check after each commit could not (a crash between a commit and that check).
     #[serde(with = "humantime_serde")]
     pub parked_sweep_interval: Duration,
+    /// Failure classification and periodic pruning (issue 10).
+    pub analytics: crate::analytics::AnalyticsConfig,
 
     // Armada keys accepted for compatibility and ignored.
     #[serde(skip_serializing)]
@@ -243,6 +245,7 @@ impl Default for Config {
             zombie_threshold: Duration::from_secs(15 * 60),
             zombie_check_interval: Duration::from_secs(60),
             parked_sweep_interval: Duration::from_secs(30),
+            analytics: Default::default(),
             observability: None,
             profiling: None,
             fatal_insertion_errors: None,

@@ -10,6 +10,7 @@
 //! feeds the pipeline from Pulsar readers (and moves the live subscription back, `rewind`). See
 //! `docs/architecture.md` for where each concern lives.
 
+pub mod analytics;
 pub mod apply;
 pub mod batch;
 pub mod changes;

@@ -59,6 +59,10 @@ enum Command {
     Rewind(lookout_ingester::replay::RewindArgs),
     /// Print the effective configuration (secrets masked) and exit.
     Config,
+    /// Failure summary for a time window: by category and blame, top job sets and nodes, runs per job.
+    Stats(lookout_ingester::analytics::cli::StatsArgs),
+    /// Delete terminal jobs older than the retention, with their runs, specs and errors, in batches.
+    Prune(lookout_ingester::analytics::cli::PruneArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -153,6 +157,8 @@ async fn dispatch(command: Command, config: Config, database_url: Option<String>
             print!("{}", summary.render());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Stats(args) => lookout_ingester::analytics::cli::run_stats(&config, args).await,
+        Command::Prune(args) => lookout_ingester::analytics::cli::run_prune(&config, args).await,
         Command::Run { .. } => {
             let app = lookout_ingester::startup::App::build(config).await?;
             app.run_until_signal().await?;

@@ -113,6 +113,13 @@ impl App {
             }
         });
         tasks.spawn({
+            let (cancel, pool, analytics) = (cancel.clone(), pool.clone(), config.analytics.clone());
+            async move {
+                crate::analytics::prune::periodic(pool, analytics, cancel).await;
+                ("periodic prune", Ok(()))
+            }
+        });
+        tasks.spawn({
             let cancel = cancel.clone();
             let (interval, threshold) = (config.zombie_check_interval, config.zombie_threshold);
             async move {

@@ -38,9 +38,18 @@ pub fn fold(ctx: &mut Ctx<'_>, e: &JobRunErrors, out: &mut RowChanges) {
     let debug_blob = ctx.blob_opt(debug);
     let run = out.run(&run_id, &job_id);
     if error.terminal {
-        let category = ctx.fx.fit_opt(&error.failure_category, Some(limits::CATEGORY), "job_run.failure_category");
-        let subcategory =
+        let mut category = ctx.fx.fit_opt(&error.failure_category, Some(limits::CATEGORY), "job_run.failure_category");
+        let mut subcategory =
             ctx.fx.fit_opt(&error.failure_subcategory, Some(limits::CATEGORY), "job_run.failure_subcategory");
+        let mut category_source = None;
+        if category.is_none()
+            && ctx.conv.classify_failures
+            && let Some((c, s)) = crate::analytics::classify::run_error(error)
+        {
+            category = Some(c.to_string());
+            subcategory = subcategory.or(s.map(str::to_string));
+            category_source = Some(crate::analytics::classify::SOURCE_INGESTER);
+        }
         let end = RunEnd {
             state,
             at: Some(ctx.ts),
@@ -50,6 +59,7 @@ pub fn fold(ctx: &mut Ctx<'_>, e: &JobRunErrors, out: &mut RowChanges) {
             termination_reason: None,
             category,
             subcategory,
+            category_source,
         };
         run.end(end, debug_blob, ctx.id);
     } else {

@@ -33,12 +33,18 @@ pub fn fold(ctx: &mut Ctx<'_>, e: &JobRunPreempted, out: &mut RowChanges) {
     } else {
         None
     };
-    let end = RunEnd {
+    let mut end = RunEnd {
         state: run_state::PREEMPTED,
         at: Some(ctx.ts),
         error: ctx.blob_opt(&e.reason),
         termination_reason,
         ..Default::default()
     };
+    if ctx.conv.classify_failures {
+        let (category, subcategory) = crate::analytics::classify::PREEMPTED;
+        end.category = Some(category.to_string());
+        end.subcategory = subcategory.map(str::to_string);
+        end.category_source = Some(crate::analytics::classify::SOURCE_INGESTER);
+    }
     out.run(&run_id, &job_id).end(end, None, ctx.id);
 }

@@ -69,6 +69,8 @@ pub struct Converter {
     pub annotation_blocklist: Vec<String>,
     /// Blobs longer than this are compressed at level 1, shorter ones stored (still a zlib stream).
     pub compression_threshold: usize,
+    /// Derive a failure category for terminal run errors that carry none (`analytics.classify_failures`).
+    pub classify_failures: bool,
 }
 
 impl Default for Converter {
@@ -77,6 +79,7 @@ impl Default for Converter {
             annotation_prefix: Some("armadaproject.io/".into()),
             annotation_blocklist: Vec::new(),
             compression_threshold: 1024,
+            classify_failures: false,
         }
     }
 }
@@ -148,6 +151,7 @@ impl Converter {
             annotation_prefix: config.annotation_prefix().map(str::to_string),
             annotation_blocklist: config.annotations.blocklist_annotations.iter().map(|k| k.to_lowercase()).collect(),
             compression_threshold: config.min_job_spec_compression_size,
+            classify_failures: config.analytics.classify_failures,
         }
     }
 

@@ -17,7 +17,7 @@ CREATE TEMP TABLE IF NOT EXISTS li_run_update (
     run_id text PRIMARY KEY, active_state smallint, pending timestamp, started timestamp, running_node text,
     end_state smallint, end_at timestamp, exit_code integer, end_error bytea, end_node text,
     termination_reason jsonb, category text, subcategory text, late_category text, late_subcategory text,
-    nonterminal_error bytea, error_debug bytea, info_debug bytea, ingress jsonb
+    nonterminal_error bytea, error_debug bytea, info_debug bytea, ingress jsonb, category_source text
 ) ON COMMIT DELETE ROWS;
 ";
 
@@ -55,6 +55,7 @@ pub const UPDATE: &str = "
 WITH cur AS (
     SELECT r.run_id, r.job_run_state, r.pending, r.started, r.finished, r.node, r.exit_code, r.error, r.debug,
            r.failure_category, r.failure_subcategory, r.scheduler_termination_reason, r.ingress_addresses,
+           r.ingester_category_source,
            r.job_run_state NOT IN (11, 1, 2) AS ended,
            CASE r.job_run_state WHEN 11 THEN 0 WHEN 1 THEN 1 WHEN 2 THEN 2 ELSE -1 END AS rank
     FROM (SELECT run_id FROM li_run_update ORDER BY run_id) k
@@ -63,7 +64,7 @@ WITH cur AS (
     SELECT c.*, u.active_state, u.pending AS u_pending, u.started AS u_started, u.running_node, u.end_state,
            u.end_at, u.exit_code AS u_exit_code, u.end_error, u.end_node, u.termination_reason, u.category,
            u.subcategory, u.late_category, u.late_subcategory, u.nonterminal_error, u.error_debug, u.info_debug,
-           u.ingress,
+           u.ingress, u.category_source,
            (NOT c.ended AND u.end_state IS NOT NULL) AS ends
     FROM cur c
     JOIN li_run_update u ON u.run_id = c.run_id
@@ -90,6 +91,9 @@ WITH cur AS (
              ELSE COALESCE(d.failure_category, d.category, d.late_category) END AS new_category,
         CASE WHEN d.ends THEN COALESCE(d.subcategory, d.failure_subcategory, d.late_subcategory)
              ELSE COALESCE(d.failure_subcategory, d.subcategory, d.late_subcategory) END AS new_subcategory,
+        -- Who named the category: follows the value chosen above (issue 10, analytics.classify_failures).
+        CASE WHEN d.ends AND d.category IS NOT NULL THEN d.category_source
+             ELSE d.ingester_category_source END AS new_category_source,
         CASE WHEN d.ends THEN COALESCE(d.termination_reason, d.scheduler_termination_reason)
              ELSE d.scheduler_termination_reason END AS new_termination_reason,
         CASE WHEN d.ingress IS NULL THEN d.ingress_addresses
@@ -108,7 +112,8 @@ UPDATE job_run r SET
     failure_category = n.new_category,
     failure_subcategory = n.new_subcategory,
     scheduler_termination_reason = n.new_termination_reason,
-    ingress_addresses = n.new_ingress
+    ingress_addresses = n.new_ingress,
+    ingester_category_source = n.new_category_source
 FROM n
 WHERE r.run_id = n.key
   AND (r.job_run_state IS DISTINCT FROM n.new_state OR r.pending IS DISTINCT FROM n.new_pending
@@ -117,7 +122,8 @@ WHERE r.run_id = n.key
     OR r.error IS DISTINCT FROM n.new_error OR r.debug IS DISTINCT FROM n.new_debug
     OR r.failure_category IS DISTINCT FROM n.new_category OR r.failure_subcategory IS DISTINCT FROM n.new_subcategory
     OR r.scheduler_termination_reason IS DISTINCT FROM n.new_termination_reason
-    OR r.ingress_addresses IS DISTINCT FROM n.new_ingress)";
+    OR r.ingress_addresses IS DISTINCT FROM n.new_ingress
+    OR r.ingester_category_source IS DISTINCT FROM n.new_category_source)";
 
 /// Encodes the new runs for [`COPY_NEW`].
 pub fn copy_new<'a>(runs: impl Iterator<Item = &'a RunRow>) -> CopyWriter {
@@ -136,7 +142,7 @@ pub fn copy_new<'a>(runs: impl Iterator<Item = &'a RunRow>) -> CopyWriter {
 
 /// Encodes the run deltas for [`COPY_UPDATE`].
 pub fn copy_update<'a>(deltas: impl Iterator<Item = (&'a String, &'a RunDelta)>) -> CopyWriter {
-    let mut w = CopyWriter::new(19);
+    let mut w = CopyWriter::new(20);
     for (run_id, d) in deltas {
         let e = d.end.as_ref();
         let ingress = if d.ingress.is_empty() {
@@ -163,7 +169,8 @@ pub fn copy_update<'a>(deltas: impl Iterator<Item = (&'a String, &'a RunDelta)>)
             .opt_bytes(d.nonterminal_error.as_deref())
             .opt_bytes(d.error_debug.as_deref())
             .opt_bytes(d.info_debug.as_deref())
-            .opt_jsonb(ingress.as_deref());
+            .opt_jsonb(ingress.as_deref())
+            .opt_text(e.and_then(|e| e.category_source));
     }
     w
 }
