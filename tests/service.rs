@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use pulsar::ProducerOptions;
 use pulsar::compression::{Compression, CompressionLz4, CompressionSnappy, CompressionZlib, CompressionZstd};
-use support::app::{config, init_logs, start, stop};
+use support::app::{TestApp, config, init_logs, spawn_app, start, stop};
 use support::broker::shared_broker;
 use support::db::TestDb;
 use support::http::{eventually, metric};
@@ -31,14 +31,7 @@ use support::snapshot::{positions, reference};
 /// ready, and stop cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumes_a_partitioned_topic_end_to_end() {
-    init_logs();
-    let b = shared_broker();
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let (name, sub) = (format!("li-e2e-{id}"), format!("li-e2e-{id}"));
-    let topic = b.create_partitioned_topic(&name, 2).await;
-    let db = TestDb::migrated().await;
-    let cfg = config(&db, &b, &name, &sub);
-    let app = start(cfg.clone()).await;
+    let TestApp { app, db, broker: b, topic, subscription: sub, config: cfg } = spawn_app("li-e2e", 2, |_| {}).await;
     let addr = app.http_addr();
     eventually("/readyz 200", WAIT, || async { (get(addr, "/readyz").await.0 == 200).then_some(()) }).await;
     assert_eq!(get(addr, "/healthz").await.0, 200);

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::unnest::{self, column};
+use super::unnest::{self, bind_columns};
 
 /// What a parked event waits for (the `waits_for` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -110,24 +110,10 @@ const COUNT: &str = "SELECT count(*) FROM lookout_ingester.parked_event";
 const ANY: &str = "SELECT EXISTS (SELECT 1 FROM lookout_ingester.parked_event)";
 
 pub async fn insert(conn: &mut PgConnection, rows: &[Row]) -> sqlx::Result<u64> {
-    unnest::insert(
-        conn,
-        INSERT,
-        rows,
-        |r| (&r.source, r.ledger_id, r.entry_id, r.batch_index),
-        |q| {
-            q.bind(column(rows, |r| r.event_index))
-                .bind(column(rows, |r| r.publish_time))
-                .bind(column(rows, |r| r.waits_for.clone()))
-                .bind(column(rows, |r| r.job_id.clone()))
-                .bind(column(rows, |r| r.run_id.clone()))
-                .bind(column(rows, |r| r.event_kind.clone()))
-                .bind(column(rows, |r| r.queue.clone()))
-                .bind(column(rows, |r| r.jobset.clone()))
-                .bind(column(rows, |r| r.user_id.clone()))
-                .bind(column(rows, |r| r.event.clone()))
-        },
-    )
+    unnest::insert(conn, INSERT, rows, |q| {
+        bind_columns!(q, rows => source ledger_id entry_id batch_index event_index publish_time waits_for job_id run_id
+            event_kind queue jobset user_id event)
+    })
     .await
 }
 

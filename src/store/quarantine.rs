@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::unnest::{self, column};
+use super::unnest::{self, bind_columns};
 
 /// One dead letter, ready to insert.
 #[derive(Debug, Clone)]
@@ -34,24 +34,9 @@ SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[], $5::int[
                      $15::bytea[])";
 
 pub async fn insert(conn: &mut PgConnection, rows: &[Row]) -> sqlx::Result<u64> {
-    unnest::insert(
-        conn,
-        INSERT,
-        rows,
-        |r| (&r.source, r.ledger_id, r.entry_id, r.batch_index),
-        |q| {
-            q.bind(column(rows, |r| r.event_index))
-                .bind(column(rows, |r| r.publish_time))
-                .bind(column(rows, |r| r.reason.clone()))
-                .bind(column(rows, |r| r.error.clone()))
-                .bind(column(rows, |r| r.sqlstate.clone()))
-                .bind(column(rows, |r| r.event_kind.clone()))
-                .bind(column(rows, |r| r.queue.clone()))
-                .bind(column(rows, |r| r.jobset.clone()))
-                .bind(column(rows, |r| r.job_id.clone()))
-                .bind(column(rows, |r| r.run_id.clone()))
-                .bind(column(rows, |r| r.payload.clone()))
-        },
-    )
+    unnest::insert(conn, INSERT, rows, |q| {
+        bind_columns!(q, rows => source ledger_id entry_id batch_index event_index publish_time reason error sqlstate
+            event_kind queue jobset job_id run_id payload)
+    })
     .await
 }

@@ -2,7 +2,7 @@
 
 use sqlx::PgConnection;
 
-use super::unnest::{self, column};
+use super::unnest::{self, bind_columns};
 
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -25,19 +25,8 @@ SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[], $5::int[
                      $8::text[], $9::text[], $10::bytea[])";
 
 pub async fn insert(conn: &mut PgConnection, rows: &[Row]) -> sqlx::Result<u64> {
-    unnest::insert(
-        conn,
-        INSERT,
-        rows,
-        |r| (&r.source, r.ledger_id, r.entry_id, r.batch_index),
-        |q| {
-            q.bind(column(rows, |r| r.event_index))
-                .bind(column(rows, |r| r.job_id.clone()))
-                .bind(column(rows, |r| r.run_id.clone()))
-                .bind(column(rows, |r| r.field.clone()))
-                .bind(column(rows, |r| r.fix.clone()))
-                .bind(column(rows, |r| r.original.clone()))
-        },
-    )
+    unnest::insert(conn, INSERT, rows, |q| {
+        bind_columns!(q, rows => source ledger_id entry_id batch_index event_index job_id run_id field fix original)
+    })
     .await
 }
