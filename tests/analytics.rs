@@ -5,13 +5,13 @@ mod support;
 
 use std::time::Duration;
 
-use support::db::TestDb;
 use lookout_ingester::analytics::AnalyticsConfig;
 use lookout_ingester::analytics::prune::{PruneCounts, PruneOptions, periodic, prune};
 use lookout_ingester::analytics::stats::{StatsOptions, collect};
 use lookout_ingester::convert::Converter;
 use lookout_ingester::proto::armadaevents::{self as ev, EventKind, error::Reason};
 use sqlx::PgPool;
+use support::db::TestDb;
 use support::events::*;
 use support::ingest::ingest_with;
 

@@ -6,8 +6,8 @@
 
 mod support;
 
-use support::db::TestDb;
 use sqlx::PgPool;
+use support::db::TestDb;
 
 /// The instant the fixture's timestamps are relative to.
 const NOW: &str = "'2026-01-10 12:00:00+00'::timestamptz";
