@@ -6,15 +6,18 @@
 //! transaction per batch) → ack (back in `source`).
 //!
 //! `pipeline` wires the stages together for `run`; `apply` drives decode → convert → store over a file.
+//! `loadgen` generates and publishes Armada event streams; `bench` measures the service (and Armada's) on them.
 
 pub mod apply;
 pub mod batch;
+pub mod bench;
 pub mod changes;
 pub mod config;
 pub mod convert;
 pub mod db;
 pub mod decode;
 pub mod http;
+pub mod loadgen;
 pub mod message;
 pub mod metrics;
 pub mod migrate;
