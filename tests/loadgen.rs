@@ -46,7 +46,7 @@ fn decoded(stream: &Stream) -> Vec<lookout_ingester::proto::armadaevents::EventS
         .map(|(i, m)| {
             let raw = RawMessage {
                 position: Position { source: "test".into(), ledger_id: 0, entry_id: i as i64, batch_index: 0 },
-                entry_size: m.payload.len(),
+                entry_size: m.payload.len() as i32,
                 publish_time: 0,
                 payload: m.payload.clone().into(),
             };

@@ -59,10 +59,16 @@ fn connection_yaml(db: &PgConnectOptions) -> String {
     )
 }
 
+/// Writes `./config/<component>/config.yaml` and the `./config/logging.yaml` Armada's binaries also require
+/// (console, text, INFO; no log file).
 fn write_config(dir: &Path, component: &str, yaml: &str) -> Result<()> {
     let d = dir.join("config").join(component);
     std::fs::create_dir_all(&d)?;
     std::fs::write(d.join("config.yaml"), yaml)?;
+    std::fs::write(
+        dir.join("config").join("logging.yaml"),
+        "console:\n  level: INFO\n  format: text\nfile:\n  enabled: false\n  level: INFO\n  format: json\n  logfile: app.log\n",
+    )?;
     Ok(())
 }
 

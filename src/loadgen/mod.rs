@@ -23,7 +23,7 @@ pub mod storm;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use crate::proto::armadaevents::{EventKind, error::Reason};
+use crate::proto::armadaevents::EventKind;
 
 /// 2026-01-01T00:00:00Z: the default start of event time, so that a seed alone fixes a stream.
 pub const DEFAULT_START: i64 = 1_767_225_600;
@@ -285,15 +285,6 @@ pub(crate) fn probe_of<'a>(kinds: impl Iterator<Item = &'a EventKind> + Clone) -
                 })
                 .map(|job_id| Probe { job_id, kind: ProbeKind::Terminal })
         })
-}
-
-/// The final `job.state` a terminal job-level error gives (spec §4.1).
-pub(crate) fn failed_state(reason: &Reason) -> i16 {
-    match reason {
-        Reason::JobRunPreemptedError(_) => 7,
-        Reason::JobRejected(_) => 9,
-        _ => 5,
-    }
 }
 
 /// Picks an index with probability proportional to its weight.
