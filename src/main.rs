@@ -116,7 +116,7 @@ fn main() -> ExitCode {
 
 /// `loadgen` and `bench`: tools that drive Pulsar and Postgres themselves, without the service's configuration.
 fn tools(cli: Cli) -> ExitCode {
-    lookout_ingester::telemetry::init(cli.log_format.unwrap_or(LogFormat::Text), "warn");
+    lookout_ingester::telemetry::init(cli.log_format.unwrap_or(LogFormat::Text), "warn,pulsar=error");
     let pulsar_url =
         cli.pulsar_url.or_else(|| std::env::var("PULSAR_URL").ok()).unwrap_or_else(|| "pulsar://127.0.0.1:6650".into());
     let result = tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|rt| {
