@@ -467,7 +467,7 @@ impl Bench {
                             Ok((i, at)) => {
                                 if let Some(p) = &messages[i].probe {
                                     nth += 1;
-                                    if nth % every == 0 {
+                                    if nth.is_multiple_of(every) {
                                         probes += 1;
                                         pending.insert((p.job_id.clone(), p.kind == ProbeKind::Terminal), at);
                                     }
