@@ -53,7 +53,10 @@ pub fn draw(report: &Report, out: &Path) -> Result<PathBuf> {
         }
         let f = dir.join(format!("lag-{tag}.dat"));
         std::fs::write(&f, data)?;
-        lags.push(format!("'{}' using 1:2 with linespoints lw 1 pt 7 ps 0.3 lc rgb '{color}' title '{tag}'", f.display()));
+        lags.push(format!(
+            "'{}' using 1:2 with linespoints lw 1 pt 7 ps 0.3 lc rgb '{color}' title '{tag}'",
+            f.display()
+        ));
     }
     let png = out.join("bench.png");
     let title = format!(
