@@ -157,6 +157,11 @@ log_timezone = 'UTC'
 logging_collector = off
 log_line_prefix = '%m [%p] %q%u@%d '
 EOF
+  # LI_PG_PRELOAD (e.g. pg_stat_statements): shared_preload_libraries, for a private benchmark cluster
+  if [ -n "${LI_PG_PRELOAD:-}" ]; then
+    printf "shared_preload_libraries = '%s'\npg_stat_statements.track = top\n" "$LI_PG_PRELOAD" \
+      | as_pg tee -a "$PG_DATA/lookout-ingester.conf" >/dev/null
+  fi
 }
 
 pg_setup() {

@@ -9,16 +9,19 @@
 //! `pipeline` wires the stages together for `run`; `apply` drives decode → convert → writer over a file; `replay`
 //! feeds the pipeline from Pulsar readers (and moves the live subscription back, `rewind`). See
 //! `docs/architecture.md` for where each concern lives.
+//! `loadgen` generates and publishes Armada event streams; `bench` measures the service (and Armada's) on them.
 
 pub mod analytics;
 pub mod apply;
 pub mod batch;
+pub mod bench;
 pub mod changes;
 pub mod config;
 pub mod convert;
 pub mod db;
 pub mod decode;
 pub mod http;
+pub mod loadgen;
 pub mod message;
 pub mod metrics;
 pub mod migrate;

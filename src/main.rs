@@ -63,6 +63,10 @@ enum Command {
     Stats(lookout_ingester::analytics::cli::StatsArgs),
     /// Delete terminal jobs older than the retention, with their runs, specs and errors, in batches.
     Prune(lookout_ingester::analytics::cli::PruneArgs),
+    /// Generate an Armada event stream (a workload profile) and publish it to Pulsar or write it to a file.
+    Loadgen(lookout_ingester::loadgen::cli::Args),
+    /// Benchmark the service on a profile's backlog and steady load (optionally beside Armada's ingester).
+    Bench(lookout_ingester::bench::Args),
 }
 
 #[derive(Subcommand, Debug)]
@@ -81,6 +85,9 @@ fn parse_log_format(s: &str) -> Result<LogFormat, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Loadgen(_) | Command::Bench(_) = &cli.command {
+        return tools(cli);
+    }
     let mut overrides = Overrides {
         database_url: cli.database_url.clone(),
         pulsar_url: cli.pulsar_url.clone(),
@@ -110,6 +117,29 @@ fn main() -> ExitCode {
     let result = runtime.block_on(dispatch(cli.command, config, cli.database_url));
     match result {
         Ok(code) => code,
+        Err(e) => {
+            eprintln!("lookout-ingester: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `loadgen` and `bench`: tools that drive Pulsar and Postgres themselves, without the service's configuration.
+fn tools(cli: Cli) -> ExitCode {
+    lookout_ingester::telemetry::init(cli.log_format.unwrap_or(LogFormat::Text), "warn,pulsar=error");
+    let pulsar_url =
+        cli.pulsar_url.or_else(|| std::env::var("PULSAR_URL").ok()).unwrap_or_else(|| "pulsar://127.0.0.1:6650".into());
+    let result = tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|rt| {
+        rt.block_on(async move {
+            match cli.command {
+                Command::Loadgen(args) => lookout_ingester::loadgen::cli::run(&args, &pulsar_url).await,
+                Command::Bench(args) => lookout_ingester::bench::run(args, &pulsar_url, cli.database_url).await,
+                _ => unreachable!("only tools are dispatched here"),
+            }
+        })
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lookout-ingester: {e:#}");
             ExitCode::FAILURE
@@ -159,6 +189,7 @@ async fn dispatch(command: Command, config: Config, database_url: Option<String>
         }
         Command::Stats(args) => lookout_ingester::analytics::cli::run_stats(&config, args).await,
         Command::Prune(args) => lookout_ingester::analytics::cli::run_prune(&config, args).await,
+        Command::Loadgen(_) | Command::Bench(_) => unreachable!("dispatched by tools()"),
         Command::Run { .. } => {
             let app = lookout_ingester::startup::App::build(config).await?;
             app.run_until_signal().await?;
