@@ -22,7 +22,7 @@ use crate::proto::{Bytes, Timestamp, text};
 
 use super::Fixer;
 use super::pod_quantities;
-use super::quantity::Quantity;
+use super::quantity::{Quantity, Slot};
 
 /// What the spec is built from, besides the submit itself.
 pub struct SpecInput<'a> {
@@ -164,10 +164,9 @@ fn go_quantity(entry: &QuantityMapEntry) -> Quantity {
 /// the format of the first quantity added (`1Gi` + `1Gi` = `2Gi`), and a single value keeps its form.
 fn scheduling_requirements(pod: &PodSpec, fx: &mut Fixer) -> ResourceRequirements {
     let mut fold = |pick: fn(&ResourceRequirements) -> &[QuantityMapEntry]| -> Vec<QuantityMapEntry> {
-        let mut total: BTreeMap<String, Quantity> = BTreeMap::new();
-        let mut add = |total: &mut BTreeMap<String, Quantity>, key: String, entry: &QuantityMapEntry| {
-            let slot = total.entry(key).or_insert_with(Quantity::zero);
-            if slot.add(&go_quantity(entry)).is_err() {
+        let mut total: BTreeMap<String, Slot> = BTreeMap::new();
+        let mut add = |total: &mut BTreeMap<String, Slot>, key: String, entry: &QuantityMapEntry| {
+            if total.entry(key).or_default().add(&go_quantity(entry)).is_err() {
                 let raw = entry.value.as_ref().and_then(|q| q.string.as_deref()).unwrap_or_default();
                 fx.record("job_spec.scheduling_resource_requirements", "sum_out_of_range", raw.to_vec());
             }
@@ -182,16 +181,17 @@ fn scheduling_requirements(pod: &PodSpec, fx: &mut Fixer) -> ResourceRequirement
             for (k, entry) in resource_map(c, pick) {
                 if sidecar {
                     add(&mut total, k, entry);
-                    continue;
-                }
-                let q = go_quantity(entry);
-                let current = total.get(&k).cloned().unwrap_or_else(Quantity::zero);
-                if q.cmp_value(&current).is_gt() {
-                    total.insert(k, q);
+                } else {
+                    total.entry(k).or_default().max(&go_quantity(entry));
                 }
             }
         }
-        total.into_iter().map(|(k, q)| QuantityMapEntry::new(k.into_bytes(), q.to_go_string().into_bytes())).collect()
+        total
+            .into_iter()
+            .filter_map(|(k, slot)| {
+                slot.get().map(|q| QuantityMapEntry::new(k.into_bytes(), q.to_go_string().into_bytes()))
+            })
+            .collect()
     };
     ResourceRequirements { requests: fold(|r| &r.requests), limits: fold(|r| &r.limits), claims: Vec::new() }
 }

@@ -296,6 +296,33 @@ impl Quantity {
     }
 }
 
+/// One resource of a `ResourceList` being folded as Armada folds scheduling requirements (`pkg/api/util.go`):
+/// absent until something is added, or until a quantity larger than zero is taken as a maximum.
+#[derive(Debug, Clone, Default)]
+pub struct Slot(Option<Quantity>);
+
+impl Slot {
+    /// `addResourcesToList`: the slot (zero when absent) plus `q`; always present afterwards.
+    pub fn add(&mut self, q: &Quantity) -> Result<(), OutOfRange> {
+        self.0.get_or_insert_with(Quantity::zero).add(q)
+    }
+
+    /// `maxResourcesToList`: `q`, as it is (its kept text too), when larger than the slot (zero when absent).
+    pub fn max(&mut self, q: &Quantity) {
+        let larger = match &self.0 {
+            Some(current) => q.cmp_value(current).is_gt(),
+            None => q.mantissa.sign() == Sign::Plus,
+        };
+        if larger {
+            self.0 = Some(q.clone());
+        }
+    }
+
+    pub fn get(&self) -> Option<&Quantity> {
+        self.0.as_ref()
+    }
+}
+
 impl fmt::Display for Quantity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_go_string())
