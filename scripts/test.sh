@@ -13,5 +13,6 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "[test] ERROR: cargo is not installed (https://rustup.rs)" >&2
     exit 1
 fi
+scripts/helm.sh >/dev/null # the helm CLI tests/helm_chart.rs renders the chart with
 echo "[test] cargo test against $DATABASE_URL and $PULSAR_URL" >&2
 cargo test --locked "$@"
