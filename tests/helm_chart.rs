@@ -88,7 +88,7 @@ fn is_hook(o: &Value) -> bool {
 
 /// The config file a ConfigMap carries, as the crate loads it (with the container's plain env values).
 fn load_config(config_map: &Value, env: &[(String, String)]) -> (Config, tempfile::NamedTempFile) {
-    let text = str_of(config_map, "data.application_config.yaml");
+    let text = config_map["data"]["application_config.yaml"].as_str().expect("the config file is in the ConfigMap");
     let file = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(file.path(), text).expect("write config");
     let config = Config::load_from(Some(file.path()), &Overrides::default(), env)

@@ -44,7 +44,7 @@ fn sums_and_maxima_match_armadas_scheduling_requirements() {
         let (ops, want) = (&f[1..f.len() - 1], f[f.len() - 1]);
         let mut slot = Slot::default();
         for op in ops {
-            let q = Quantity::parse(op[1..].as_bytes()).expect("the table's operands parse");
+            let q = Quantity::parse(&op.as_bytes()[1..]).expect("the table's operands parse");
             match &op[..1] {
                 "+" => slot.add(&q).expect("in range"),
                 _ => slot.max(&q),
