@@ -19,5 +19,6 @@ scripts/services.sh up
 eval "$(scripts/services.sh env)"
 export DATABASE_URL PULSAR_URL PULSAR_ADMIN_URL
 
+scripts/helm.sh >/dev/null # the helm CLI tests/helm_chart.rs renders the chart with
 echo "[test] cargo test against $DATABASE_URL and $PULSAR_URL" >&2
 cargo test --locked "$@"

@@ -1,8 +1,9 @@
 //! The `job_spec` payload: an `api.Job` re-encoded from `SubmitJob` (docs/compatibility.md §2.11), which Lookout decompresses and
 //! decodes to show the job's YAML, containers and logs.
 //!
-//! Pod specs are copied as the submitter sent them (the raw sub-message bytes), so nothing is lost or re-rounded.
-//! With one pod spec it goes in `pod_spec` (5); with more, the main one first and then the extra ones go in
+//! Pod specs are copied as the submitter sent them (the raw sub-message bytes), so nothing is lost, except that
+//! every quantity in them is written as Armada's Go round trip writes it and one Go cannot parse becomes `0`
+//! (`pod_quantities`); a pod spec that does not even frame is left out. With one pod spec it goes in `pod_spec` (5); with more, the main one first and then the extra ones go in
 //! `pod_specs` (12). Extra ingress and service objects become `k8s_ingress` / `k8s_service` with their metadata.
 //! Text fields are valid UTF-8 (invalid sequences replaced). A submit without a usable main pod spec still gets a
 //! spec, with its metadata and without pod spec (docs/compatibility.md D10).
@@ -20,7 +21,8 @@ use crate::proto::k8s::io::apimachinery::pkg::apis::meta::v1 as meta_v1;
 use crate::proto::{Bytes, Timestamp, text};
 
 use super::Fixer;
-use super::resources::ceil_scaled;
+use super::pod_quantities;
+use super::quantity::{Quantity, Slot};
 
 /// What the spec is built from, besides the submit itself.
 pub struct SpecInput<'a> {
@@ -40,12 +42,14 @@ pub fn api_job(input: &SpecInput<'_>, fx: &mut Fixer) -> api::Job {
         Some(kubernetes_main_object::Object::PodSpec(p)) => p.pod_spec.as_ref(),
         None => None,
     };
-    let mut pod_specs: Vec<Bytes> = main_raw.into_iter().cloned().collect();
+    let mut pod_specs: Vec<Bytes> = main_raw.into_iter().filter_map(|raw| as_armada_writes(raw, fx)).collect();
     let mut k8s_ingress = Vec::new();
     let mut k8s_service = Vec::new();
     for object in &e.objects {
         match &object.object {
-            Some(kubernetes_object::Object::PodSpec(p)) => pod_specs.extend(p.pod_spec.clone()),
+            Some(kubernetes_object::Object::PodSpec(p)) => {
+                pod_specs.extend(p.pod_spec.as_ref().and_then(|raw| as_armada_writes(raw, fx)))
+            }
             Some(kubernetes_object::Object::Ingress(spec)) => {
                 k8s_ingress
                     .push(networking_v1::Ingress { metadata: Some(object_meta(object)), spec: Some(spec.clone()) });
@@ -75,7 +79,7 @@ pub fn api_job(input: &SpecInput<'_>, fx: &mut Fixer) -> api::Job {
         priority: f64::from(e.priority),
         pod_spec,
         pod_specs,
-        scheduling_resource_requirements: main_pod.as_ref().map(scheduling_requirements),
+        scheduling_resource_requirements: main_pod.as_ref().map(|pod| scheduling_requirements(pod, fx)),
         created: Some(Timestamp {
             seconds: input.created.div_euclid(1_000_000),
             nanos: (input.created.rem_euclid(1_000_000) * 1000) as i32,
@@ -118,48 +122,78 @@ fn object_meta(object: &KubernetesObject) -> meta_v1::ObjectMeta {
     }
 }
 
-/// Requests and limits the scheduler reasons about: the sum over containers, then each init container in order —
-/// added if it is a native sidecar (`restartPolicy: Always`), else taken as a per-resource maximum. Values are kept
-/// in milli-units and written back as canonical quantities (`1500m`, `2`).
-fn scheduling_requirements(pod: &PodSpec) -> ResourceRequirements {
-    let fold = |pick: fn(&ResourceRequirements) -> &[QuantityMapEntry]| -> Vec<QuantityMapEntry> {
-        let mut total: BTreeMap<String, i64> = BTreeMap::new();
-        let read = |c: &core_v1::Container| -> BTreeMap<String, i64> {
-            let mut out = BTreeMap::new();
-            if let Some(r) = &c.resources {
-                for entry in pick(r) {
-                    let value = std::str::from_utf8(entry.quantity_bytes()).ok().and_then(|q| ceil_scaled(q, 3));
-                    if let Some(v) = value {
-                        out.insert(text(entry.key_bytes()).into_owned(), v);
-                    }
-                }
+/// A pod spec with its quantities as Armada writes them; None (recorded) when it does not decode.
+fn as_armada_writes(raw: &Bytes, fx: &mut Fixer) -> Option<Bytes> {
+    match pod_quantities::rewrite(raw) {
+        Ok((rewritten, bad)) => {
+            for original in bad {
+                fx.record("job_spec.pod_spec", "bad_quantity", original);
             }
-            out
+            Some(rewritten.map(Bytes::from).unwrap_or_else(|| raw.clone()))
+        }
+        Err(pod_quantities::Malformed) => {
+            fx.record("job_spec.pod_spec", "undecodable_pod_spec", raw.to_vec());
+            None
+        }
+    }
+}
+
+/// One container's resource map: a repeated key keeps its last value, as Go's map decoding does.
+fn resource_map(
+    c: &core_v1::Container,
+    pick: fn(&ResourceRequirements) -> &[QuantityMapEntry],
+) -> BTreeMap<String, &QuantityMapEntry> {
+    let entries = c.resources.as_ref().map(pick).unwrap_or_default();
+    entries.iter().map(|e| (text(e.key_bytes()).into_owned(), e)).collect()
+}
+
+/// A quantity as Go decodes it: a missing one is zero, and so is one Go cannot parse (it is stored as `0`, see
+/// [`as_armada_writes`]).
+fn go_quantity(entry: &QuantityMapEntry) -> Quantity {
+    entry
+        .value
+        .as_ref()
+        .and_then(|q| q.string.as_deref())
+        .and_then(|raw| Quantity::parse(raw).ok())
+        .unwrap_or_else(Quantity::zero)
+}
+
+/// Requests and limits the scheduler reasons about, as Armada's `SchedulingResourceRequirementsFromPodSpec`
+/// computes them: the sum over containers, then each init container in order — added if it is a native sidecar
+/// (`restartPolicy: Always`), else taken where it is larger (a resource no larger than 0 is not taken). Sums keep
+/// the format of the first quantity added (`1Gi` + `1Gi` = `2Gi`), and a single value keeps its form.
+fn scheduling_requirements(pod: &PodSpec, fx: &mut Fixer) -> ResourceRequirements {
+    let mut fold = |pick: fn(&ResourceRequirements) -> &[QuantityMapEntry]| -> Vec<QuantityMapEntry> {
+        let mut total: BTreeMap<String, Slot> = BTreeMap::new();
+        let mut add = |total: &mut BTreeMap<String, Slot>, key: String, entry: &QuantityMapEntry| {
+            if total.entry(key).or_default().add(&go_quantity(entry)).is_err() {
+                let raw = entry.value.as_ref().and_then(|q| q.string.as_deref()).unwrap_or_default();
+                fx.record("job_spec.scheduling_resource_requirements", "sum_out_of_range", raw.to_vec());
+            }
         };
         for c in &pod.containers {
-            for (k, v) in read(c) {
-                let slot = total.entry(k).or_insert(0);
-                *slot = slot.saturating_add(v);
+            for (k, entry) in resource_map(c, pick) {
+                add(&mut total, k, entry);
             }
         }
         for c in &pod.init_containers {
             let sidecar = c.restart_policy.as_deref() == Some(b"Always".as_slice());
-            for (k, v) in read(c) {
-                let slot = total.entry(k).or_insert(0);
-                *slot = if sidecar { slot.saturating_add(v) } else { (*slot).max(v) };
+            for (k, entry) in resource_map(c, pick) {
+                if sidecar {
+                    add(&mut total, k, entry);
+                } else {
+                    total.entry(k).or_default().max(&go_quantity(entry));
+                }
             }
         }
         total
             .into_iter()
-            .map(|(k, milli)| QuantityMapEntry::new(k.into_bytes(), canonical(milli).into_bytes()))
+            .filter_map(|(k, slot)| {
+                slot.get().map(|q| QuantityMapEntry::new(k.into_bytes(), q.to_go_string().into_bytes()))
+            })
             .collect()
     };
     ResourceRequirements { requests: fold(|r| &r.requests), limits: fold(|r| &r.limits), claims: Vec::new() }
-}
-
-/// A quantity of `milli` thousandths as k8s writes it.
-fn canonical(milli: i64) -> String {
-    if milli % 1000 == 0 { (milli / 1000).to_string() } else { format!("{milli}m") }
 }
 
 #[cfg(test)]
@@ -234,7 +268,8 @@ mod tests {
         assert_eq!(&job.namespace[..], b"ns");
         assert_eq!(&job.client_id[..], b"dedup");
         assert_eq!(job.priority, 3.0);
-        assert_eq!(job.pod_spec.as_deref(), Some(pod.encode_to_vec().as_slice()));
+        let canonical = PodSpec { containers: vec![container("main", &[("cpu", "1500m")], None)], ..pod };
+        assert_eq!(job.pod_spec.as_deref(), Some(canonical.encode_to_vec().as_slice()), "quantities as Go writes them");
         assert!(job.pod_specs.is_empty());
         assert_eq!(&job.annotations[0].key[..], b"armadaproject.io/a", "annotations unfiltered and unstripped");
         assert_eq!(&job.labels[0].value[..], "\u{fffd}x".as_bytes(), "text made valid UTF-8");
@@ -298,8 +333,9 @@ mod tests {
             ],
             ..Default::default()
         };
-        let r = scheduling_requirements(&pod);
+        let mut fx = Fixer::new(EventId { message: 0, event: 0 });
+        let r = scheduling_requirements(&pod, &mut fx);
         assert_eq!(r.request(b"cpu"), Some(&b"4500m"[..]));
-        assert_eq!(r.request(b"memory"), Some(&b"2147483648"[..]));
+        assert_eq!(r.request(b"memory"), Some(&b"2Gi"[..]));
     }
 }

@@ -8,6 +8,8 @@
 mod annotations;
 mod blob;
 mod job_spec;
+mod pod_quantities;
+pub mod quantity;
 mod resources;
 mod text;
 

@@ -30,5 +30,7 @@ pub async fn ingest_file(url: &str, path: &std::path::Path, batch_events: usize,
             .await
             .expect("store")
             .with_max_attempts(3);
-    apply_files(&store, &[path], batch_events).await.expect("apply")
+    let summary = apply_files(&store, &[path], batch_events).await.expect("apply");
+    super::spec_check::check_all(&sqlx::PgPool::connect(url).await.expect("connect")).await; // every stored spec
+    summary
 }

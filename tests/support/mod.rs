@@ -24,4 +24,5 @@ pub mod protoc;
 pub mod rows;
 pub mod service;
 pub mod snapshot;
+pub mod spec_check;
 pub mod stream;
