@@ -284,7 +284,8 @@ INSERT INTO job_run (run_id, job_id, cluster, node, job_run_state, leased, finis
 SELECT job_id || r, job_id, 'c', 'n', CASE WHEN state = 3 AND r = '-r2' THEN 2 ELSE 4 END, last_transition_time,
        CASE WHEN state = 3 AND r = '-r2' THEN NULL ELSE last_transition_time END
 FROM job CROSS JOIN (VALUES ('-r1'), ('-r2')) v (r);
-INSERT INTO job_spec (job_id, job_spec) SELECT job_id, '\\x00' FROM job;
+-- An empty api.Job as a zlib stream: a spec Lookout (and tests/support/spec_check.rs) can read.
+INSERT INTO job_spec (job_id, job_spec) SELECT job_id, '\\x789c030000000001' FROM job;
 INSERT INTO job_error (job_id, error) SELECT job_id, '\\x00' FROM job;
 "
     )

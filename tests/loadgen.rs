@@ -8,11 +8,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use lookout_ingester::decode::decode;
-use lookout_ingester::loadgen::admin::{self, Topic};
 use lookout_ingester::loadgen::publish::{Options, Publisher, partition_of};
+use lookout_ingester::loadgen::topic::Topic;
 use lookout_ingester::loadgen::{DEFAULT_START, ProbeKind, Profile, Size, Spec, Stream, generate, long};
 use lookout_ingester::message::{Position, RawMessage};
 use lookout_ingester::proto::armadaevents::EventKind;
+use lookout_ingester::source::admin::Admin;
 use sqlx::Row;
 use support::db::TestDb;
 
@@ -225,9 +226,9 @@ async fn publishing_keeps_each_job_set_on_one_partition_in_order() {
     let url = std::env::var("PULSAR_URL").unwrap_or_else(|_| "pulsar://127.0.0.1:6650".into());
     let admin_url = std::env::var("PULSAR_ADMIN_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into());
     let topic = Topic::parse(&format!("loadgen-test-{}", uuid::Uuid::new_v4().simple())).unwrap();
-    admin::create_partitioned(&admin_url, &topic, 3).await.expect("create the topic");
-    assert_eq!(admin::partitions(&admin_url, &topic).await.unwrap(), 3);
-    admin::create_subscription(&admin_url, &topic, "check").await.expect("subscription");
+    Admin::new(&admin_url).create_partitioned(&topic.full(), 3).await.expect("create the topic");
+    assert_eq!(Admin::new(&admin_url).partition_count(&topic.full()).await.unwrap(), 3);
+    Admin::new(&admin_url).ensure_subscription(&topic.full(), "check").await.expect("subscription");
     let stream = generate(&spec(Profile::Long, Size::Jobs(400), 2));
     let mut publisher = Publisher::connect(&url, &topic, 3).await.expect("producers");
     let report =
@@ -277,5 +278,5 @@ async fn publishing_keeps_each_job_set_on_one_partition_in_order() {
         assert_eq!(messages, &want, "partition {p}: not the stream's messages of its keys, in order");
     }
     assert!(got.len() >= 2, "all job sets on one partition");
-    admin::delete_partitioned(&admin_url, &topic).await.unwrap();
+    Admin::new(&admin_url).delete_partitioned(&topic.full()).await.unwrap();
 }

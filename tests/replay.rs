@@ -13,9 +13,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use lookout_ingester::proto::armadaevents::{EventKind, EventSequence};
-use lookout_ingester::replay::admin::Admin;
 use lookout_ingester::replay::rewind;
 use lookout_ingester::replay::target::{MessageId, PartitionRef, Target};
+use lookout_ingester::source::admin::Admin;
 use lookout_ingester::store::position;
 use prost::Message as _;
 use sqlx::{Connection, Executor};

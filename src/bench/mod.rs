@@ -24,9 +24,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::loadgen::admin::{self, Topic};
 use crate::loadgen::publish::{Options, Publisher, Sent};
+use crate::loadgen::topic::Topic;
 use crate::loadgen::{DEFAULT_START, ProbeKind, Profile, Size, Spec, Stream, generate};
+use crate::source::admin::Admin;
 use ingester::Kind;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -321,8 +322,8 @@ impl Bench {
         let subscription = "bench";
         let dir = a.out.join(format!("run-{k}-{}", kind.name()));
         eprintln!("[bench] run {k} {}: topic {}, database {name}", kind.name(), topic.full());
-        admin::create_partitioned(&a.admin_url, &topic, a.partitions).await?;
-        admin::create_subscription(&a.admin_url, &topic, subscription).await?;
+        Admin::new(&a.admin_url).create_partitioned(&topic.full(), a.partitions).await?;
+        Admin::new(&a.admin_url).ensure_subscription(&topic.full(), subscription).await?;
         let mut publisher = Publisher::connect(&self.pulsar_url, &topic, a.partitions).await?;
         let publish_started = Instant::now();
         let published =
@@ -361,7 +362,7 @@ impl Bench {
         loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
             child.check_alive()?;
-            let marks = admin::mark_deletes(&a.admin_url, &topic, a.partitions, subscription).await?;
+            let marks = Admin::new(&a.admin_url).mark_deletes(&topic.full(), a.partitions, subscription).await?;
             let (done, oldest) = progress.at(&marks);
             let t = started.elapsed();
             // Lag: how long the oldest uncommitted message has waited since it was published.
@@ -419,7 +420,7 @@ impl Bench {
         pool.close().await;
         if !a.keep {
             self.cluster.drop(&name).await?;
-            admin::delete_partitioned(&a.admin_url, &topic).await?;
+            Admin::new(&a.admin_url).delete_partitioned(&topic.full()).await?;
         }
         Ok(Run { ingester: kind, index: k, load_average_before, load_average_after, drain, steady })
     }

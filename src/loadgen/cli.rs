@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
-use super::admin::{self, Topic};
 use super::publish::{Options, Publisher};
+use super::topic::Topic;
 use super::{DEFAULT_START, Profile, Size, Spec, generate};
+use crate::source::admin::Admin;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -92,10 +93,10 @@ pub async fn run(args: &Args, pulsar_url: &str) -> Result<()> {
     let partitions = match (args.partitions, args.create_topic) {
         (Some(n), _) => n,
         (None, true) => 1,
-        (None, false) => admin::partitions(&args.admin_url, &topic).await?,
+        (None, false) => Admin::new(&args.admin_url).partition_count(&topic.full()).await?,
     };
     if args.create_topic {
-        admin::create_partitioned(&args.admin_url, &topic, partitions).await?;
+        Admin::new(&args.admin_url).create_partitioned(&topic.full(), partitions).await?;
     }
     let mut publisher = Publisher::connect(pulsar_url, &topic, partitions).await?;
     let report =

@@ -12,7 +12,6 @@
 //!
 //! [`publish`] sends a stream to Pulsar; [`cli`] is the `loadgen` subcommand.
 
-pub mod admin;
 pub mod cli;
 pub mod events;
 pub mod ids;
@@ -20,6 +19,7 @@ pub mod long;
 pub mod publish;
 pub mod short;
 pub mod storm;
+pub mod topic;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 

@@ -13,7 +13,7 @@ use pulsar::compression::{Compression, CompressionZlib};
 use pulsar::{Producer, ProducerOptions, Pulsar, TokioExecutor, producer};
 
 use super::Message;
-use super::admin::Topic;
+use super::topic::Topic;
 
 /// Where one message landed.
 #[derive(Clone, Copy, Debug, Default)]

@@ -12,7 +12,6 @@
 //! Times and message ids are written as [`target`] says; [`admin`] holds the admin REST calls; [`progress`] the
 //! bar, log lines and summary.
 
-pub mod admin;
 pub mod plan;
 pub mod progress;
 pub mod reader;
@@ -31,11 +30,11 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::Limits;
 use crate::config::{Config, PostgresConfig};
 use crate::convert::Converter;
+use crate::source::admin::Admin;
 use crate::source::full_topic_name;
 use crate::store::position;
 use crate::writer::Writer;
 use crate::{db, migrate, pipeline};
-use admin::Admin;
 use progress::{Display, Reporter, Tally};
 use target::{Target, parse_message_id, parse_time};
 

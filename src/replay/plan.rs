@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, bail};
 
-use super::admin::Admin;
 use super::target::Target;
 use crate::source::Key;
+use crate::source::admin::Admin;
 
 /// One partition's share of a replay.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -25,10 +25,10 @@ use std::time::Duration;
 use anyhow::bail;
 use sqlx::{Acquire, PgPool};
 
-use super::admin::Admin;
 use super::plan::{Landing, resolve};
 use super::target::{Target, show_time};
 use crate::source::Key;
+use crate::source::admin::Admin;
 use crate::store::position;
 
 /// One partition to move back.

@@ -26,7 +26,7 @@
 //! backoff), `watchdog` (idle and lost-partition checks), `admin` (the admin REST API client); the run loop is here.
 
 mod acks;
-mod admin;
+pub mod admin;
 mod connect;
 mod settings;
 mod watchdog;
