@@ -86,7 +86,7 @@ impl Settings {
             token,
             max_backoff: Duration::from_secs(config.max_backoff.max(1)),
             idle_rebuild_after: p.idle_rebuild_after,
-            admin_url: admin_url(p.rest_url.as_ref().and_then(|v| v.as_str()), &p.url),
+            admin_url: admin_url(p.rest_url.as_deref(), &p.url),
         })
     }
 
