@@ -77,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
             let took = t.elapsed();
             store_time += took;
             latencies.push(took);
-            affected += report.rows.iter().map(|(_, _, n)| n).sum::<u64>();
+            affected += report.rows.iter().map(|r| r.rows).sum::<u64>();
         }
     }
     let batches = latencies.len();

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::{Builder, Limits};
 use crate::decode::{DecodedMessage, Rejection, decode};
 use crate::message::{Position, RawMessage};
+use crate::states::RowsWritten;
 use crate::writer::{WriteReport, Writer};
 
 /// Totals over every file applied.
@@ -25,7 +26,7 @@ pub struct Summary {
     pub messages: usize,
     pub events: usize,
     pub batches: usize,
-    pub rows: Vec<(&'static str, &'static str, u64)>,
+    pub rows: Vec<RowsWritten>,
     pub quarantined: u64,
     pub sanitized: u64,
     pub parked: u64,
@@ -35,10 +36,10 @@ pub struct Summary {
 impl Summary {
     fn add(&mut self, report: &WriteReport) {
         self.batches += 1;
-        for (table, op, n) in &report.rows {
-            match self.rows.iter_mut().find(|(t, o, _)| t == table && o == op) {
-                Some((_, _, total)) => *total += n,
-                None => self.rows.push((table, op, *n)),
+        for r in &report.rows {
+            match self.rows.iter_mut().find(|t| (t.table, t.operation) == (r.table, r.operation)) {
+                Some(total) => total.rows += r.rows,
+                None => self.rows.push(*r),
             }
         }
         self.quarantined += report.quarantined;
@@ -53,7 +54,7 @@ impl Summary {
             "applied {} file(s): {} message(s), {} event(s) in {} batch(es)\n",
             self.files, self.messages, self.events, self.batches
         );
-        let mut rows = self.rows.clone();
+        let mut rows: Vec<_> = self.rows.iter().map(RowsWritten::labels).collect();
         rows.sort();
         for (table, op, n) in rows {
             s.push_str(&format!("  {table:<10} {op:<7} {n} row(s)\n"));

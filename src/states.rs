@@ -115,6 +115,58 @@ pub fn sql_list(codes: impl IntoIterator<Item = i16>) -> String {
     codes.into_iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
 }
 
+/// A Lookout table the writer changes (the `table` label of the row metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    Job,
+    JobRun,
+    JobSpec,
+    JobError,
+}
+
+impl Table {
+    /// The table's name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Table::Job => "job",
+            Table::JobRun => "job_run",
+            Table::JobSpec => "job_spec",
+            Table::JobError => "job_error",
+        }
+    }
+}
+
+/// How a statement changes a table (the `operation` label of the row metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Operation {
+    Insert,
+    Update,
+}
+
+impl Operation {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Operation::Insert => "insert",
+            Operation::Update => "update",
+        }
+    }
+}
+
+/// The rows one statement (or, summed, several) affected in a table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowsWritten {
+    pub table: Table,
+    pub operation: Operation,
+    pub rows: u64,
+}
+
+impl RowsWritten {
+    /// As plain values, for the metrics: (table, operation, rows).
+    pub fn labels(&self) -> (&'static str, &'static str, u64) {
+        (self.table.as_str(), self.operation.as_str(), self.rows)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -70,7 +70,7 @@ impl Store {
 
     /// After a commit that affected these rows: refreshes the planner statistics in the background when `job` and
     /// `job_run` have grown enough.
-    pub fn refresh_statistics(&self, rows: &[(&'static str, &'static str, u64)]) {
+    pub fn refresh_statistics(&self, rows: &[crate::states::RowsWritten]) {
         statistics::refresh(&self.pool, &self.stats, rows);
     }
 

@@ -12,6 +12,7 @@ use super::parked::WaitsFor;
 use super::{copy, job, job_error, job_run, job_spec};
 use crate::changes::RowChanges;
 use crate::message::EventId;
+use crate::states::{Operation, RowsWritten, Table};
 
 /// Every staging table, created once per connection.
 pub const STAGING: &[&str] = &[job::STAGING, job_spec::STAGING, job_run::STAGING, job_error::STAGING];
@@ -35,8 +36,8 @@ static CLEAR_STAGING: LazyLock<String> =
 /// Row counts and orphans of one write.
 #[derive(Debug, Default)]
 pub struct Written {
-    /// Rows affected, as (table, operation, rows).
-    pub rows: Vec<(&'static str, &'static str, u64)>,
+    /// Rows affected, per statement.
+    pub rows: Vec<RowsWritten>,
     /// Events to park, with what they wait for.
     pub orphans: Vec<(EventId, WaitsFor)>,
 }
@@ -58,13 +59,13 @@ pub async fn write_changes(conn: &mut PgConnection, changes: &RowChanges, force:
 
     let any = |n: usize| force || n > 0;
     if any(changes.jobs.len()) {
-        counted(conn, job::INSERT, ("job", "insert"), &mut out).await?;
+        counted(conn, job::INSERT, (Table::Job, Operation::Insert), &mut out).await?;
     }
     if any(changes.job_specs.len()) {
-        counted(conn, job_spec::INSERT, ("job_spec", "insert"), &mut out).await?;
+        counted(conn, job_spec::INSERT, (Table::JobSpec, Operation::Insert), &mut out).await?;
     }
     if any(changes.runs.len()) {
-        counted(conn, job_run::INSERT, ("job_run", "insert"), &mut out).await?;
+        counted(conn, job_run::INSERT, (Table::JobRun, Operation::Insert), &mut out).await?;
     }
     // Orphans: updates whose job or run does not exist, and runs of unknown jobs.
     if any(changes.job_updates.len()) {
@@ -91,13 +92,13 @@ pub async fn write_changes(conn: &mut PgConnection, changes: &RowChanges, force:
         }
     }
     if any(changes.job_updates.len()) {
-        counted(conn, job::UPDATE, ("job", "update"), &mut out).await?;
+        counted(conn, job::UPDATE, (Table::Job, Operation::Update), &mut out).await?;
     }
     if any(changes.run_updates.len()) {
-        counted(conn, job_run::UPDATE, ("job_run", "update"), &mut out).await?;
+        counted(conn, job_run::UPDATE, (Table::JobRun, Operation::Update), &mut out).await?;
     }
     if any(changes.job_errors.len()) {
-        counted(conn, job_error::INSERT, ("job_error", "insert"), &mut out).await?;
+        counted(conn, job_error::INSERT, (Table::JobError, Operation::Insert), &mut out).await?;
     }
     Ok(out)
 }
@@ -106,11 +107,11 @@ pub async fn write_changes(conn: &mut PgConnection, changes: &RowChanges, force:
 async fn counted(
     conn: &mut PgConnection,
     statement: &'static str,
-    (table, operation): (&'static str, &'static str),
+    (table, operation): (Table, Operation),
     out: &mut Written,
 ) -> sqlx::Result<()> {
     let r = sqlx::query(statement).execute(&mut *conn).await?;
-    out.rows.push((table, operation, r.rows_affected()));
+    out.rows.push(RowsWritten { table, operation, rows: r.rows_affected() });
     Ok(())
 }
 

@@ -5,6 +5,8 @@ use std::time::Instant;
 
 use sqlx::{Executor, PgPool};
 
+use crate::states::{Operation, RowsWritten, Table};
+
 const ANALYZE_MIN_ROWS: u64 = 5_000;
 const ANALYZE_GROWTH: f64 = 9.0;
 
@@ -25,11 +27,11 @@ pub(super) struct Growth {
 
 /// Starts a background ANALYZE of `job` and `job_run` when they have grown enough since the last look (see
 /// [`Growth`]). Failures are logged, never fatal: autovacuum does the same job, only later.
-pub(super) fn refresh(pool: &PgPool, stats: &Arc<Mutex<Growth>>, rows: &[(&'static str, &'static str, u64)]) {
+pub(super) fn refresh(pool: &PgPool, stats: &Arc<Mutex<Growth>>, rows: &[RowsWritten]) {
     let inserted: u64 = rows
         .iter()
-        .filter(|(table, op, _)| *op == "insert" && (*table == "job" || *table == "job_run"))
-        .map(|(_, _, n)| n)
+        .filter(|r| r.operation == Operation::Insert && matches!(r.table, Table::Job | Table::JobRun))
+        .map(|r| r.rows)
         .sum();
     {
         let mut g = stats.lock().unwrap_or_else(|e| e.into_inner());

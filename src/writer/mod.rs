@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::Batch;
 use crate::convert::Converter;
 use crate::metrics as m;
+use crate::states::RowsWritten;
 use crate::store::Store;
 use crate::store::retry::{RetryPolicy, retry};
 
@@ -46,7 +47,7 @@ pub struct WriteReport {
     pub committed_messages: usize,
     pub committed_events: usize,
     /// Rows affected per (table, operation).
-    pub rows: Vec<(&'static str, &'static str, u64)>,
+    pub rows: Vec<RowsWritten>,
     pub parked: u64,
     /// Events parked by this batch, per event kind (updates whose job or run does not exist, docs/compatibility.md D20).
     pub parked_by_kind: Vec<(String, u64)>,
@@ -138,7 +139,7 @@ fn record_metrics(report: &WriteReport, elapsed: Duration) {
         skipped_messages: report.skipped_messages as u64,
         committed_messages: report.committed_messages as u64,
         committed_events: report.committed_events as u64,
-        rows: &report.rows,
+        rows: &report.rows.iter().map(RowsWritten::labels).collect::<Vec<_>>(),
         parked_by_kind: &report.parked_by_kind,
         unparked: report.unparked as u64,
         ignored: &report.ignored,
