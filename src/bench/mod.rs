@@ -81,6 +81,8 @@ pub struct Args {
 struct Bench {
     args: Args,
     pulsar_url: String,
+    /// One admin client (one connection pool) for every run, polled every 250 ms while a drain is timed.
+    admin: Admin,
     admin_db_url: String,
     cluster: pg::Cluster,
     stamp: u64,
@@ -123,6 +125,7 @@ pub async fn run(args: Args, pulsar_url: &str, database_url: Option<String>) -> 
     let mut bench = Bench {
         args: args.clone(),
         pulsar_url: pulsar_url.to_string(),
+        admin: Admin::new(&args.admin_url),
         admin_db_url,
         cluster,
         stamp,
@@ -246,8 +249,8 @@ impl Bench {
         let subscription = "bench";
         let dir = a.out.join(format!("run-{k}-{}", kind.name()));
         eprintln!("[bench] run {k} {}: topic {}, database {name}", kind.name(), topic.full());
-        Admin::new(&a.admin_url).create_partitioned(&topic.full(), a.partitions).await?;
-        Admin::new(&a.admin_url).ensure_subscription(&topic.full(), subscription).await?;
+        self.admin.create_partitioned(&topic.full(), a.partitions).await?;
+        self.admin.ensure_subscription(&topic.full(), subscription).await?;
         let mut publisher = Publisher::connect(&self.pulsar_url, &topic, a.partitions).await?;
         let publish_started = Instant::now();
         let published =
@@ -286,7 +289,7 @@ impl Bench {
         loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
             child.check_alive()?;
-            let marks = Admin::new(&a.admin_url).mark_deletes(&topic.full(), a.partitions, subscription).await?;
+            let marks = self.admin.mark_deletes(&topic.full(), a.partitions, subscription).await?;
             let (done, oldest) = progress.at(&marks);
             let t = started.elapsed();
             // Lag: how long the oldest uncommitted message has waited since it was published.
@@ -344,7 +347,7 @@ impl Bench {
         pool.close().await;
         if !a.keep {
             self.cluster.drop(&name).await?;
-            Admin::new(&a.admin_url).delete_partitioned(&topic.full()).await?;
+            self.admin.delete_partitioned(&topic.full()).await?;
         }
         Ok(Run { ingester: kind, index: k, load_average_before, load_average_after, drain, steady })
     }

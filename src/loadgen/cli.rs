@@ -90,13 +90,14 @@ pub async fn run(args: &Args, pulsar_url: &str) -> Result<()> {
         return Ok(());
     }
     let topic = Topic::parse(&args.topic)?;
+    let admin = Admin::new(&args.admin_url);
     let partitions = match (args.partitions, args.create_topic) {
         (Some(n), _) => n,
         (None, true) => 1,
-        (None, false) => Admin::new(&args.admin_url).partition_count(&topic.full()).await?,
+        (None, false) => admin.partition_count(&topic.full()).await?,
     };
     if args.create_topic {
-        Admin::new(&args.admin_url).create_partitioned(&topic.full(), partitions).await?;
+        admin.create_partitioned(&topic.full(), partitions).await?;
     }
     let mut publisher = Publisher::connect(pulsar_url, &topic, partitions).await?;
     let report =
