@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{copy::CopyWriter, job, job_error, job_run, job_spec, stage};
+use super::{copy::CopyWriter, job, job_error, job_run, job_spec, orphans, stage};
 use crate::changes::{JobPhase, RowChanges};
 use crate::states::{JobState, RunState, sql_list};
 
@@ -12,10 +12,9 @@ fn statements() -> Vec<(&'static str, &'static str)> {
     vec![
         ("job::INSERT", job::INSERT),
         ("job::UPDATE", job::UPDATE),
-        ("job::TAKE_ORPHANS", job::TAKE_ORPHANS),
         ("job_run::INSERT", job_run::INSERT),
         ("job_run::UPDATE", job_run::UPDATE),
-        ("job_run::TAKE_ORPHANS", job_run::TAKE_ORPHANS),
+        ("orphans::TAKE", orphans::TAKE),
         ("job_spec::INSERT", job_spec::INSERT),
         ("job_error::INSERT", job_error::INSERT),
     ]
@@ -55,7 +54,7 @@ fn every_state_list_in_sql_is_one_the_enums_define() {
 #[test]
 fn job_statements_use_the_job_state_codes() {
     let code = JobState::code;
-    expect("job::INSERT", job::INSERT, &format!("n.submitted, {}, n.submitted,", code(JobState::Queued)));
+    expect("job::INSERT", job::INSERT, &format!("SELECT s.job_id, {}::smallint AS state,", code(JobState::Queued)));
     let terminal = sql_list(JobState::TERMINAL.map(code));
     expect("job::UPDATE", job::UPDATE, &format!("j.state IN ({terminal}) AS terminal"));
     let preemptible = sql_list(JobState::PREEMPTIBLE.map(code));
@@ -69,13 +68,15 @@ fn job_statements_use_the_job_state_codes() {
     let phases = [JobPhase::Leased, JobPhase::Pending, JobPhase::Running];
     let state_of = case("d.b_phase", phases.map(|p| (p as i16, p.state())), JobPhase::Requeued.state());
     expect("job::UPDATE", job::UPDATE, &state_of);
+    expect("job::INSERT", job::INSERT, &state_of);
     let phase_of: String = phases.map(|p| format!(" WHEN {} THEN {}", p.state(), p as i16)).concat();
     expect("job::UPDATE", job::UPDATE, &format!("CASE j.state{phase_of} WHEN {} THEN", JobPhase::Requeued.state()));
 }
 
 #[test]
 fn run_statements_use_the_run_state_codes() {
-    expect("job_run::INSERT", job_run::INSERT, &format!("n.leased, {}, n.pool", RunState::Leased.code()));
+    let leased = RunState::Leased.code();
+    expect("job_run::INSERT", job_run::INSERT, &format!("SELECT s.run_id, {leased}::smallint AS job_run_state,"));
     let active = sql_list(RunState::ACTIVE.map(RunState::code));
     expect("job_run::UPDATE", job_run::UPDATE, &format!("r.job_run_state NOT IN ({active}) AS ended"));
     let rank = |expr: &str| case(expr, RunState::ACTIVE.map(|s| (s.code(), s.active_rank())), -1);

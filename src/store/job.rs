@@ -1,7 +1,8 @@
-//! All SQL for the `job` table: its staging tables, the idempotent insert and the guarded update.
+//! All SQL for the `job` table: its staging tables, the insert of new jobs and the guarded update of stored ones.
 //!
-//! The update implements the job rules of `docs/precedence.md` inside one statement: it reads the stored row (and
-//! the `leased` time of the runs involved), decides per column, and writes only rows that change.
+//! Both implement the job rules of `docs/precedence.md` with one shared decision (`job_merge!`): the insert applies
+//! it to the new jobs as submitted, so a job is written once per batch; the update applies it to the stored rows
+//! (reading the `leased` time of the runs involved) and writes only rows that change.
 //!
 //! Plans: the stored rows are read and locked by primary-key probes driven from the staging rows (LATERAL), so
 //! that part costs the same on an empty table and on one of millions of rows; the final `UPDATE … FROM` join is left
@@ -35,39 +36,8 @@ pub const COPY_NEW: &str = "COPY li_job_new FROM STDIN (FORMAT binary)";
 pub const COPY_UPDATE: &str = "COPY li_job_update FROM STDIN (FORMAT binary)";
 pub const COPY_PROGRESS: &str = "COPY li_job_progress FROM STDIN (FORMAT binary)";
 
-/// Inserts new jobs unless a row with the same `job_id` exists. The `NOT EXISTS` also covers Lookout's hot/cold
-/// variant, whose primary key is `(job_id, state)` (docs/compatibility.md §3.8).
-pub const INSERT: &str = "
-INSERT INTO job (job_id, queue, owner, jobset, cpu, memory, ephemeral_storage, gpu, priority, submitted, state,
-                 last_transition_time, last_transition_time_seconds, priority_class, namespace, annotations,
-                 external_job_uri, ingester_priority_at)
-SELECT n.job_id, n.queue, n.owner, n.jobset, n.cpu, n.memory, n.ephemeral_storage, n.gpu, n.priority, n.submitted,
-       1, n.submitted, floor(extract(epoch FROM n.submitted))::bigint, n.priority_class, n.namespace, n.annotations,
-       n.external_job_uri, n.submitted
-FROM li_job_new n
-WHERE NOT EXISTS (SELECT 1 FROM job j WHERE j.job_id = n.job_id)
-ORDER BY n.job_id
-ON CONFLICT DO NOTHING";
-
-/// Removes staged updates whose job does not exist and returns those job ids, so their events can be parked.
-/// Progress rows whose *run* does not exist are removed too, but not returned: every run-driven progress event also
-/// stages an update of its run, which parks it.
-pub const TAKE_ORPHANS: &str = "
-WITH orphan_updates AS (
-    DELETE FROM li_job_update u WHERE NOT EXISTS (SELECT 1 FROM job j WHERE j.job_id = u.job_id)
-    RETURNING u.job_id
-), orphan_progress AS (
-    DELETE FROM li_job_progress p
-    WHERE NOT EXISTS (SELECT 1 FROM job j WHERE j.job_id = p.job_id)
-       OR (p.run_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM job_run r WHERE r.run_id = p.run_id))
-    RETURNING p.job_id, NOT EXISTS (SELECT 1 FROM job j WHERE j.job_id = p.job_id) AS job_missing
-)
-SELECT job_id FROM orphan_updates
-UNION
-SELECT job_id FROM orphan_progress WHERE job_missing";
-
-/// One failure-detail column of the job merge: a preemption's value, else a terminal update's, else the stored one
-/// (an absent value never clears a stored one). `$field` is the staged column after `pre_` / `term_`.
+/// One failure-detail column of the job merge: a preemption's value, else a terminal update's, else the current
+/// one (an absent value never clears a stored one). `$field` is the staged column after `pre_` / `term_`.
 macro_rules! failure_column {
     ($field:literal, $stored:literal, $new:literal) => {
         concat!(
@@ -90,38 +60,26 @@ macro_rules! failure_column {
     };
 }
 
-/// The guarded merge of staged deltas into `job` (docs/precedence.md, job rules 2–6).
+/// The decision of the job merge (docs/precedence.md, job rules 2–6), as the CTEs `d` and `n`, which follow a CTE
+/// `cur` of current rows (`job_id`, the job columns the rules read, `cur_leased`, `cur_phase`, `terminal`).
+/// `$runs` is the table the `leased` time of a progress point's run is read from.
 ///
-/// * `cur`: the stored rows of the batch's jobs, locked, each with its own progress point (the `leased` time of its
-///   latest run, that run, and the phase its state implies).
 /// * `d`: per job, the staged update and the furthest progress point among the batch's candidates, ordered by
-///   (leased time of the run, run id, phase); a requeue without a run refers to the stored latest run, if it is
+///   (leased time of the run, run id, phase); a requeue without a run refers to the current latest run, if it is
 ///   not older than that run's lease. Which parts apply: terminal 7/9 absorb everything; 4/5/6 accept only a
 ///   preemption; an active job takes the batch's first terminal update if any (after its progress), else the
-///   progress point if it lies beyond the stored one; priority applies to active jobs when not older than the
-///   stored one.
+///   progress point if it lies beyond the current one; priority applies to active jobs when not older than the
+///   current one.
+/// * `n`: the new value of every column the merge writes, and whether anything changes.
 ///
-/// Every stored row is read by a primary-key probe driven from the staging rows (LATERAL), whatever the
-/// statistics say. The `LIMIT 1` on the run probes (`run_id` is the key, so it changes no result) keeps the planner
-/// from flattening them into a join, which it may then run as a scan of `job_run` per staged job: quadratic, and
-/// seen taking 90% of a batch while `job_run` is young.
-pub const UPDATE: &str = concat!(
-    "
-WITH keys AS (
-    SELECT job_id FROM li_job_update UNION SELECT job_id FROM li_job_progress ORDER BY job_id
-), cur AS (
-    SELECT j.job_id, j.state, j.latest_run_id, j.priority, j.ingester_priority_at, j.cancelled, j.cancel_reason,
-           j.cancel_user, j.ingester_failure_category, j.ingester_failure_subcategory, j.ingester_failure_reason,
-           j.ingester_failure_message, j.ingester_retry_policy,
-           lr.leased AS cur_leased,
-           CASE j.state WHEN 8 THEN 1 WHEN 2 THEN 2 WHEN 3 THEN 3
-                        WHEN 1 THEN CASE WHEN j.latest_run_id IS NULL THEN 0 ELSE 4 END
-                        ELSE 0 END AS cur_phase,
-           j.state IN (4, 5, 6, 7, 9) AS terminal
-    FROM keys k
-    CROSS JOIN LATERAL (SELECT * FROM job WHERE job.job_id = k.job_id FOR UPDATE) j
-    LEFT JOIN LATERAL (SELECT r.leased FROM job_run r WHERE r.run_id = j.latest_run_id LIMIT 1) lr ON true
-), d AS (
+/// The `LIMIT 1` on the run probes (`run_id` is the key, so it changes no result) keeps the planner from flattening
+/// them into a join, which it may then run as a scan of `job_run` per staged job: quadratic, and seen taking 90% of
+/// a batch while `job_run` is young.
+macro_rules! job_merge {
+    ($runs:literal) => {
+        concat!(
+            "
+d AS (
     SELECT c.*,
            u.priority AS u_priority, u.priority_at AS u_priority_at,
            u.term_state, u.term_at, u.cancelled AS u_cancelled, u.cancel_reason AS u_cancel_reason,
@@ -143,10 +101,12 @@ WITH keys AS (
         SELECT COALESCE(p.run_id, c.latest_run_id) AS run_id, p.phase, p.at, r.leased AS run_leased
         FROM li_job_progress p
         LEFT JOIN LATERAL (
-            SELECT jr.leased FROM job_run jr WHERE jr.run_id = COALESCE(p.run_id, c.latest_run_id) LIMIT 1
+            SELECT jr.leased FROM ",
+            $runs,
+            " jr WHERE jr.run_id = COALESCE(p.run_id, c.latest_run_id) LIMIT 1
         ) r ON true
         WHERE p.job_id = c.job_id
-          -- A requeue without a run in the batch belongs to the stored latest run only if it is not older than
+          -- A requeue without a run in the batch belongs to the current latest run only if it is not older than
           -- that run's lease (a redelivered requeue of an earlier run must not requeue the current one).
           AND (p.run_id IS NOT NULL OR r.leased IS NULL OR p.at >= r.leased)
         ORDER BY r.leased DESC NULLS LAST, COALESCE(p.run_id, c.latest_run_id) DESC NULLS LAST, p.phase DESC
@@ -170,15 +130,94 @@ WITH keys AS (
         CASE WHEN d.apply_terminal THEN COALESCE(d.u_cancel_user, d.cancel_user) ELSE d.cancel_user END
             AS new_cancel_user,
 ",
-    failure_column!("category", "ingester_failure_category", "new_f_category"),
-    failure_column!("subcategory", "ingester_failure_subcategory", "new_f_subcategory"),
-    failure_column!("reason", "ingester_failure_reason", "new_f_reason"),
-    failure_column!("message", "ingester_failure_message", "new_f_message"),
-    failure_column!("retry_policy", "ingester_retry_policy", "new_retry_policy"),
-    "
+            failure_column!("category", "ingester_failure_category", "new_f_category"),
+            failure_column!("subcategory", "ingester_failure_subcategory", "new_f_subcategory"),
+            failure_column!("reason", "ingester_failure_reason", "new_f_reason"),
+            failure_column!("message", "ingester_failure_message", "new_f_message"),
+            failure_column!("retry_policy", "ingester_retry_policy", "new_retry_policy"),
+            "
         (d.apply_preemption OR d.apply_terminal OR d.apply_progress OR d.apply_priority) AS changes
     FROM d
+)"
+        )
+    };
+}
+
+/// Inserts the batch's new jobs *as the batch leaves them*: each new job's staged updates and progress are merged
+/// into its row before it is written, so a job whose submit and later events share a batch is written once (and
+/// touches `job`'s indexes once) instead of inserted and then updated. The merged updates and progress are then
+/// taken out of staging; those of new jobs that exist already (a redelivered submit, or one a concurrent lane
+/// committed first: `ON CONFLICT DO NOTHING`) stay for [`UPDATE`]. Returns the number of rows inserted.
+///
+/// `cur` holds each new job as a plain insert would write it (queued at its submit time, with its submitted
+/// priority); the merge then applies exactly what [`UPDATE`] would apply to that row. The runs these jobs'
+/// progress points name are staged in this batch (`li_run_new`: `store::orphans` ran before and took out the
+/// points naming runs that exist nowhere). The probe for a stored row also covers Lookout's hot/cold variant, whose
+/// primary key is `(job_id, state)` (docs/compatibility.md §3.8).
+pub const INSERT: &str = concat!(
+    "
+WITH cur AS (
+    SELECT s.job_id, 1::smallint AS state, NULL::text AS latest_run_id, s.priority,
+           s.submitted AS ingester_priority_at, NULL::timestamp AS cancelled, NULL::text AS cancel_reason,
+           NULL::text AS cancel_user, NULL::text AS ingester_failure_category,
+           NULL::text AS ingester_failure_subcategory, NULL::text AS ingester_failure_reason,
+           NULL::text AS ingester_failure_message, NULL::text AS ingester_retry_policy,
+           NULL::timestamp AS cur_leased, 0 AS cur_phase, false AS terminal
+    FROM li_job_new s
+    LEFT JOIN LATERAL (SELECT true AS found FROM job j WHERE j.job_id = s.job_id LIMIT 1) e ON true
+    WHERE e.found IS NULL
+),",
+    job_merge!("li_run_new"),
+    ", inserted AS (
+    INSERT INTO job (job_id, queue, owner, jobset, cpu, memory, ephemeral_storage, gpu, priority, submitted, state,
+                     last_transition_time, last_transition_time_seconds, priority_class, namespace, annotations,
+                     external_job_uri, ingester_priority_at, latest_run_id, cancelled, cancel_reason, cancel_user,
+                     ingester_failure_category, ingester_failure_subcategory, ingester_failure_reason,
+                     ingester_failure_message, ingester_retry_policy)
+    SELECT s.job_id, s.queue, s.owner, s.jobset, s.cpu, s.memory, s.ephemeral_storage, s.gpu, n.new_priority,
+           s.submitted, n.new_state, COALESCE(n.new_ltt, s.submitted),
+           floor(extract(epoch FROM COALESCE(n.new_ltt, s.submitted)))::bigint, s.priority_class, s.namespace,
+           s.annotations, s.external_job_uri, n.new_priority_at, n.new_latest, n.new_cancelled, n.new_cancel_reason,
+           n.new_cancel_user, n.new_f_category, n.new_f_subcategory, n.new_f_reason, n.new_f_message,
+           n.new_retry_policy
+    FROM n JOIN li_job_new s ON s.job_id = n.key
+    ORDER BY s.job_id
+    ON CONFLICT DO NOTHING
+    RETURNING job_id
+), merged_updates AS (
+    DELETE FROM li_job_update u USING inserted i WHERE u.job_id = i.job_id
+), merged_progress AS (
+    DELETE FROM li_job_progress p USING inserted i WHERE p.job_id = i.job_id
 )
+SELECT count(*) FROM inserted"
+);
+
+/// The guarded merge of staged deltas into stored `job` rows (docs/precedence.md, job rules 2–6; see
+/// `job_merge!`). `cur`: the stored rows of the batch's jobs, locked, each with its own progress point (the
+/// `leased` time of its latest run, that run, and the phase its state implies). The runs this batch inserts are in
+/// `job_run` by now.
+///
+/// Every stored row is read by a primary-key probe driven from the staging rows (LATERAL), whatever the
+/// statistics say.
+pub const UPDATE: &str = concat!(
+    "
+WITH keys AS (
+    SELECT job_id FROM li_job_update UNION SELECT job_id FROM li_job_progress ORDER BY job_id
+), cur AS (
+    SELECT j.job_id, j.state, j.latest_run_id, j.priority, j.ingester_priority_at, j.cancelled, j.cancel_reason,
+           j.cancel_user, j.ingester_failure_category, j.ingester_failure_subcategory, j.ingester_failure_reason,
+           j.ingester_failure_message, j.ingester_retry_policy,
+           lr.leased AS cur_leased,
+           CASE j.state WHEN 8 THEN 1 WHEN 2 THEN 2 WHEN 3 THEN 3
+                        WHEN 1 THEN CASE WHEN j.latest_run_id IS NULL THEN 0 ELSE 4 END
+                        ELSE 0 END AS cur_phase,
+           j.state IN (4, 5, 6, 7, 9) AS terminal
+    FROM keys k
+    CROSS JOIN LATERAL (SELECT * FROM job WHERE job.job_id = k.job_id FOR UPDATE) j
+    LEFT JOIN LATERAL (SELECT r.leased FROM job_run r WHERE r.run_id = j.latest_run_id LIMIT 1) lr ON true
+),",
+    job_merge!("job_run"),
+    "
 UPDATE job j SET
     state = n.new_state,
     last_transition_time = COALESCE(n.new_ltt, j.last_transition_time),

@@ -10,12 +10,13 @@ CREATE TEMP TABLE IF NOT EXISTS li_job_error_new (job_id text, error bytea) ON C
 
 pub const COPY_NEW: &str = "COPY li_job_error_new FROM STDIN (FORMAT binary)";
 
-/// Inserts the error of existing jobs unless one is stored. Errors of unknown jobs are parked with their
-/// `JobErrors` event (through the job's update).
+/// Inserts the error of existing jobs unless one is stored. Errors of unknown jobs were taken out of staging
+/// before (`store::orphans`) and are parked with their `JobErrors` event. The parent probe is a primary-key lookup
+/// per staged row (LATERAL … LIMIT 1), never a join the planner could run as a scan of `job`.
 pub const INSERT: &str = "
 INSERT INTO job_error (job_id, error)
 SELECT n.job_id, n.error FROM li_job_error_new n
-WHERE EXISTS (SELECT 1 FROM job j WHERE j.job_id = n.job_id)
+CROSS JOIN LATERAL (SELECT 1 FROM job j WHERE j.job_id = n.job_id LIMIT 1) parent
 ORDER BY n.job_id
 ON CONFLICT (job_id) DO NOTHING";
 

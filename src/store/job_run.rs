@@ -13,6 +13,7 @@ pub const STAGING: &str = "
 CREATE TEMP TABLE IF NOT EXISTS li_run_new (
     run_id text, job_id text, cluster text, node text, leased timestamp, pool text
 ) ON COMMIT DELETE ROWS;
+CREATE INDEX IF NOT EXISTS li_run_new_run_id ON li_run_new (run_id);
 CREATE TEMP TABLE IF NOT EXISTS li_run_update (
     run_id text PRIMARY KEY, active_state smallint, pending timestamp, started timestamp, running_node text,
     end_state smallint, end_at timestamp, exit_code integer, end_error bytea, end_node text,
@@ -24,50 +25,22 @@ CREATE TEMP TABLE IF NOT EXISTS li_run_update (
 pub const COPY_NEW: &str = "COPY li_run_new FROM STDIN (FORMAT binary)";
 pub const COPY_UPDATE: &str = "COPY li_run_update FROM STDIN (FORMAT binary)";
 
-/// Inserts new runs of existing jobs unless the `run_id` exists. Runs of unknown jobs stay staged and are parked by
-/// [`TAKE_ORPHANS`].
-pub const INSERT: &str = "
-INSERT INTO job_run (run_id, job_id, cluster, node, leased, job_run_state, pool)
-SELECT n.run_id, n.job_id, n.cluster, n.node, n.leased, 11, n.pool
-FROM li_run_new n
-WHERE EXISTS (SELECT 1 FROM job j WHERE j.job_id = n.job_id)
-ORDER BY n.run_id
-ON CONFLICT (run_id) DO NOTHING";
-
-/// Removes staged runs whose job does not exist and staged updates whose run does not exist; returns
-/// `(kind, run_id)` with kind `new` or `update`, so their events can be parked.
-pub const TAKE_ORPHANS: &str = "
-WITH orphan_new AS (
-    DELETE FROM li_run_new n WHERE NOT EXISTS (SELECT 1 FROM job j WHERE j.job_id = n.job_id)
-    RETURNING n.run_id
-), orphan_updates AS (
-    DELETE FROM li_run_update u WHERE NOT EXISTS (SELECT 1 FROM job_run r WHERE r.run_id = u.run_id)
-    RETURNING u.run_id
-)
-SELECT 'new' AS kind, run_id FROM orphan_new
-UNION ALL
-SELECT 'update' AS kind, run_id FROM orphan_updates";
-
-/// The guarded merge of staged deltas into `job_run` (docs/precedence.md, run rules 2–8). Any state other than
-/// LEASED (11), PENDING (1) and RUNNING (2) counts as ended and absorbs. Stored rows are reached by primary-key
-/// probes driven from the staging rows (see `job.rs` on plans).
-pub const UPDATE: &str = "
-WITH cur AS (
-    SELECT r.run_id, r.job_run_state, r.pending, r.started, r.finished, r.node, r.exit_code, r.error, r.debug,
-           r.failure_category, r.failure_subcategory, r.scheduler_termination_reason, r.ingress_addresses,
-           r.ingester_category_source,
-           r.job_run_state NOT IN (11, 1, 2) AS ended,
-           CASE r.job_run_state WHEN 11 THEN 0 WHEN 1 THEN 1 WHEN 2 THEN 2 ELSE -1 END AS rank
-    FROM (SELECT run_id FROM li_run_update ORDER BY run_id) k
-    CROSS JOIN LATERAL (SELECT * FROM job_run WHERE job_run.run_id = k.run_id FOR UPDATE) r
-), d AS (
+/// The decision of the run merge (docs/precedence.md, run rules 2–8), as the CTEs `d` and `n`, which follow a CTE
+/// `cur` of current rows (the run's columns the rules read, `ended`, `rank`): ended states absorb, active states
+/// only move forward, the first ending decides the end columns, timestamps keep the newest value, and an absent
+/// value never erases a stored one. A run without a staged update keeps its current values.
+macro_rules! run_merge {
+    () => {
+        concat!(
+            "
+d AS (
     SELECT c.*, u.active_state, u.pending AS u_pending, u.started AS u_started, u.running_node, u.end_state,
            u.end_at, u.exit_code AS u_exit_code, u.end_error, u.end_node, u.termination_reason, u.category,
            u.subcategory, u.late_category, u.late_subcategory, u.nonterminal_error, u.error_debug, u.info_debug,
            u.ingress, u.category_source,
            (NOT c.ended AND u.end_state IS NOT NULL) AS ends
     FROM cur c
-    JOIN li_run_update u ON u.run_id = c.run_id
+    LEFT JOIN li_run_update u ON u.run_id = c.run_id
 ), n AS (
     SELECT d.run_id AS key,
         CASE WHEN d.ended THEN d.job_run_state
@@ -99,7 +72,64 @@ WITH cur AS (
         CASE WHEN d.ingress IS NULL THEN d.ingress_addresses
              ELSE COALESCE(d.ingress_addresses, '{}'::jsonb) || d.ingress END AS new_ingress
     FROM d
+)"
+        )
+    };
+}
+
+/// Inserts the batch's new runs of existing jobs *as the batch leaves them* (see `job::INSERT`): each new run's
+/// staged update is merged into its row before it is written, so a run leased and then ended within one batch is
+/// written once. The merged updates are taken out of staging; those of runs that exist already (a redelivered
+/// lease) stay for [`UPDATE`]. Runs of unknown jobs were taken out of staging before (`store::orphans`); the parent
+/// probe remains a guard. Returns the number of rows inserted.
+pub const INSERT: &str = concat!(
+    "
+WITH cur AS (
+    SELECT s.run_id, 11::smallint AS job_run_state, NULL::timestamp AS pending, NULL::timestamp AS started,
+           NULL::timestamp AS finished, s.node, NULL::integer AS exit_code, NULL::bytea AS error,
+           NULL::bytea AS debug, NULL::text AS failure_category, NULL::text AS failure_subcategory,
+           NULL::jsonb AS scheduler_termination_reason, NULL::jsonb AS ingress_addresses,
+           NULL::text AS ingester_category_source, false AS ended, 0 AS rank
+    FROM li_run_new s
+    LEFT JOIN LATERAL (SELECT true AS found FROM job_run r WHERE r.run_id = s.run_id LIMIT 1) e ON true
+    WHERE e.found IS NULL
+),",
+    run_merge!(),
+    ", inserted AS (
+    INSERT INTO job_run (run_id, job_id, cluster, node, leased, job_run_state, pool, pending, started, finished,
+                         exit_code, error, debug, failure_category, failure_subcategory,
+                         scheduler_termination_reason, ingress_addresses, ingester_category_source)
+    SELECT s.run_id, s.job_id, s.cluster, n.new_node, s.leased, n.new_state, s.pool, n.new_pending, n.new_started,
+           n.new_finished, n.new_exit_code, n.new_error, n.new_debug, n.new_category, n.new_subcategory,
+           n.new_termination_reason, n.new_ingress, n.new_category_source
+    FROM n
+    JOIN li_run_new s ON s.run_id = n.key
+    CROSS JOIN LATERAL (SELECT 1 FROM job j WHERE j.job_id = s.job_id LIMIT 1) parent
+    ORDER BY s.run_id
+    ON CONFLICT (run_id) DO NOTHING
+    RETURNING run_id
+), merged_updates AS (
+    DELETE FROM li_run_update u USING inserted i WHERE u.run_id = i.run_id
 )
+SELECT count(*) FROM inserted"
+);
+
+/// The guarded merge of staged deltas into stored `job_run` rows (`run_merge!`). Any state other than LEASED (11),
+/// PENDING (1) and RUNNING (2) counts as ended and absorbs. Stored rows are reached by primary-key probes driven
+/// from the staging rows (see `job.rs` on plans).
+pub const UPDATE: &str = concat!(
+    "
+WITH cur AS (
+    SELECT r.run_id, r.job_run_state, r.pending, r.started, r.finished, r.node, r.exit_code, r.error, r.debug,
+           r.failure_category, r.failure_subcategory, r.scheduler_termination_reason, r.ingress_addresses,
+           r.ingester_category_source,
+           r.job_run_state NOT IN (11, 1, 2) AS ended,
+           CASE r.job_run_state WHEN 11 THEN 0 WHEN 1 THEN 1 WHEN 2 THEN 2 ELSE -1 END AS rank
+    FROM (SELECT run_id FROM li_run_update ORDER BY run_id) k
+    CROSS JOIN LATERAL (SELECT * FROM job_run WHERE job_run.run_id = k.run_id FOR UPDATE) r
+),",
+    run_merge!(),
+    "
 UPDATE job_run r SET
     job_run_state = n.new_state,
     pending = n.new_pending,
@@ -123,7 +153,8 @@ WHERE r.run_id = n.key
     OR r.failure_category IS DISTINCT FROM n.new_category OR r.failure_subcategory IS DISTINCT FROM n.new_subcategory
     OR r.scheduler_termination_reason IS DISTINCT FROM n.new_termination_reason
     OR r.ingress_addresses IS DISTINCT FROM n.new_ingress
-    OR r.ingester_category_source IS DISTINCT FROM n.new_category_source)";
+    OR r.ingester_category_source IS DISTINCT FROM n.new_category_source)"
+);
 
 /// Encodes the new runs for [`COPY_NEW`].
 pub fn copy_new<'a>(runs: impl Iterator<Item = &'a RunRow>) -> CopyWriter {

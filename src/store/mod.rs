@@ -3,6 +3,7 @@
 //!
 //! - `stage`: COPY (binary) a [`RowChanges`](crate::changes::RowChanges) into per-connection staging tables and
 //!   insert and merge them with the set-based statements of `job`, `job_run`, `job_spec` and `job_error`;
+//! - `orphans`: the one statement that takes staged rows lacking their parent job or run out of staging;
 //! - `position`, `parked`, `quarantine`, `sanitized`: all SQL of the ingester's own tables;
 //! - `retry`: jittered backoff around one transaction attempt; `error`: SQLSTATE classes (docs/compatibility.md D6);
 //! - `statistics`: a background ANALYZE while the tables grow fast.
@@ -17,6 +18,7 @@ pub mod job;
 pub mod job_error;
 pub mod job_run;
 pub mod job_spec;
+pub mod orphans;
 pub mod parked;
 pub mod position;
 pub mod quarantine;

@@ -1,13 +1,14 @@
 //! Staging: sends one set of [`RowChanges`] to Postgres with binary COPY into per-connection staging tables, then
 //! runs the set-based insert and merge statements of `job.rs`, `job_run.rs`, `job_spec.rs` and `job_error.rs`.
-//! Updates and runs whose parent does not exist are taken out of the staging tables and reported as orphans (the
-//! writer parks their events).
+//! Updates, runs and errors whose parent does not exist are taken out of the staging tables by one statement
+//! (`orphans.rs`) and reported as orphans (the writer parks their events).
 
 use std::sync::LazyLock;
 
 use sqlx::{Executor, PgConnection};
 
 use super::error::{ErrorClass, classify};
+use super::orphans::{self, Orphan};
 use super::parked::WaitsFor;
 use super::{copy, job, job_error, job_run, job_spec};
 use crate::changes::RowChanges;
@@ -58,38 +59,41 @@ pub async fn write_changes(conn: &mut PgConnection, changes: &RowChanges, force:
     copy_in(conn, job_error::COPY_NEW, job_error::copy_new(changes.job_errors.values())).await?;
 
     let any = |n: usize| force || n > 0;
+    // Orphans, from one snapshot (`orphans.rs`): updates, runs and errors whose job or run does not exist.
+    if any(changes.job_updates.len() + changes.runs.len() + changes.run_updates.len() + changes.job_errors.len()) {
+        let taken: Vec<(String, String)> = sqlx::query_as(orphans::TAKE).fetch_all(&mut *conn).await?;
+        for (kind, id) in taken {
+            match Orphan::parse(&kind) {
+                Some(Orphan::Job) => {
+                    if let Some(d) = changes.job_updates.get(&id) {
+                        out.orphans.extend(d.sources.iter().map(|s| (*s, WaitsFor::Job)));
+                    }
+                    if let Some(e) = changes.job_errors.get(&id) {
+                        out.orphans.push((e.source, WaitsFor::Job));
+                    }
+                }
+                Some(Orphan::NewRun) => {
+                    if let Some(r) = changes.runs.get(&id) {
+                        out.orphans.push((r.source, WaitsFor::Job));
+                    }
+                }
+                Some(Orphan::Run) => {
+                    if let Some(d) = changes.run_updates.get(&id) {
+                        out.orphans.extend(d.sources.iter().map(|s| (*s, WaitsFor::Run)));
+                    }
+                }
+                None => unreachable!("orphans::TAKE returns only the kinds Orphan parses, got {kind}"),
+            }
+        }
+    }
     if any(changes.jobs.len()) {
-        counted(conn, job::INSERT, (Table::Job, Operation::Insert), &mut out).await?;
+        inserted(conn, job::INSERT, Table::Job, &mut out).await?;
     }
     if any(changes.job_specs.len()) {
         counted(conn, job_spec::INSERT, (Table::JobSpec, Operation::Insert), &mut out).await?;
     }
     if any(changes.runs.len()) {
-        counted(conn, job_run::INSERT, (Table::JobRun, Operation::Insert), &mut out).await?;
-    }
-    // Orphans: updates whose job or run does not exist, and runs of unknown jobs.
-    if any(changes.job_updates.len()) {
-        let orphans: Vec<String> = sqlx::query_scalar(job::TAKE_ORPHANS).fetch_all(&mut *conn).await?;
-        for job_id in orphans {
-            if let Some(d) = changes.job_updates.get(&job_id) {
-                out.orphans.extend(d.sources.iter().map(|s| (*s, WaitsFor::Job)));
-            }
-            if let Some(e) = changes.job_errors.get(&job_id) {
-                out.orphans.push((e.source, WaitsFor::Job));
-            }
-        }
-    }
-    if any(changes.runs.len() + changes.run_updates.len()) {
-        let orphans: Vec<(String, String)> = sqlx::query_as(job_run::TAKE_ORPHANS).fetch_all(&mut *conn).await?;
-        for (kind, run_id) in orphans {
-            if kind == "new" {
-                if let Some(r) = changes.runs.get(&run_id) {
-                    out.orphans.push((r.source, WaitsFor::Job));
-                }
-            } else if let Some(d) = changes.run_updates.get(&run_id) {
-                out.orphans.extend(d.sources.iter().map(|s| (*s, WaitsFor::Run)));
-            }
-        }
+        inserted(conn, job_run::INSERT, Table::JobRun, &mut out).await?;
     }
     if any(changes.job_updates.len()) {
         counted(conn, job::UPDATE, (Table::Job, Operation::Update), &mut out).await?;
@@ -112,6 +116,19 @@ async fn counted(
 ) -> sqlx::Result<()> {
     let r = sqlx::query(statement).execute(&mut *conn).await?;
     out.rows.push(RowsWritten { table, operation, rows: r.rows_affected() });
+    Ok(())
+}
+
+/// Runs an insert that merges the batch's updates into its new rows (`job::INSERT`, `job_run::INSERT`) and
+/// returns the count of rows it inserted; records them under (table, insert).
+async fn inserted(
+    conn: &mut PgConnection,
+    statement: &'static str,
+    table: Table,
+    out: &mut Written,
+) -> sqlx::Result<()> {
+    let rows: i64 = sqlx::query_scalar(statement).fetch_one(&mut *conn).await?;
+    out.rows.push(RowsWritten { table, operation: Operation::Insert, rows: u64::try_from(rows).unwrap_or_default() });
     Ok(())
 }
 
