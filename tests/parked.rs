@@ -124,3 +124,34 @@ async fn a_parked_event_s_fitted_values_are_recorded_once() {
     assert_eq!(rows::run(&db.pool, "r").await.node.as_deref(), Some("nodea"));
     assert_eq!(rows::count(&db.pool, SANITIZED).await, 1, "recorded once");
 }
+
+/// A job's end applied before its run's lease (the lease was parked until the job existed; the end came in a later
+/// batch, as a concurrent lane or replica can order it): the row is the one the scheduler's order gives — the job
+/// succeeded, with that run as its latest run.
+#[tokio::test]
+async fn a_lease_applied_after_its_job_ended_still_names_the_latest_run() {
+    let db = support::db::TestDb::migrated().await;
+    let s = ingest(&db.url, &[lease("j", "r")], 10).await;
+    assert_eq!(s.parked, 1, "{s:?}");
+
+    // Another writer creates the job; the job's end is applied before the parked lease is.
+    sqlx::query(INSERT_JOB).bind("j").execute(&db.pool).await.unwrap();
+    let end = seq("q", "js").at(T0 + 5, job_succeeded("j")).encode();
+    let s = ingest(&db.url, &[end], 10).await;
+    assert_eq!(s.parked, 0, "{s:?}");
+    let j = rows::job(&db.pool, "j").await;
+    assert_eq!((j.state, j.latest_run_id.as_deref()), (4, None));
+
+    let writer = Writer::connect(
+        PgConnectOptions::from_str(&db.url).unwrap(),
+        Converter::default(),
+        None,
+        Duration::from_millis(200),
+    )
+    .await
+    .unwrap();
+    assert_eq!(writer.reconcile(None).await.unwrap(), 1);
+    let j = rows::job(&db.pool, "j").await;
+    assert_eq!((j.state, j.latest_run_id.as_deref()), (4, Some("r")), "ended, and the run is its latest");
+    assert_eq!(rows::run(&db.pool, "r").await.state, 11);
+}

@@ -66,10 +66,11 @@ macro_rules! failure_column {
 ///
 /// * `d`: per job, the staged update and the furthest progress point among the batch's candidates, ordered by
 ///   (leased time of the run, run id, phase); a requeue without a run refers to the current latest run, if it is
-///   not older than that run's lease. Which parts apply: terminal 7/9 absorb everything; 4/5/6 accept only a
-///   preemption; an active job takes the batch's first terminal update if any (after its progress), else the
-///   progress point if it lies beyond the current one; priority applies to active jobs when not older than the
-///   current one.
+///   not older than that run's lease. Which parts apply: terminal 7/9 absorb every state change; 4/5/6 accept
+///   only a preemption; an active job takes the batch's first terminal update if any (after its progress), else
+///   the progress point if it lies beyond the current one; priority applies to active jobs when not older than the
+///   current one. A terminal job's `latest_run_id` still follows a newer run (`follow_run`), so that it does not
+///   depend on whether a run's events arrive before or after the job's end.
 /// * `n`: the new value of every column the merge writes, and whether anything changes.
 ///
 /// The `LIMIT 1` on the run probes (`run_id` is the key, so it changes no result) keeps the planner from flattening
@@ -93,6 +94,10 @@ d AS (
               AND (COALESCE(b.run_leased, '-infinity'::timestamp), COALESCE(b.run_id, ''), b.phase)
                 > (COALESCE(c.cur_leased, '-infinity'::timestamp), COALESCE(c.latest_run_id, ''), c.cur_phase))
              AS apply_progress,
+           (c.terminal AND b.run_id IS NOT NULL
+              AND (COALESCE(b.run_leased, '-infinity'::timestamp), b.run_id)
+                > (COALESCE(c.cur_leased, '-infinity'::timestamp), COALESCE(c.latest_run_id, '')))
+             AS follow_run,
            (NOT c.terminal AND u.priority IS NOT NULL
               AND (c.ingester_priority_at IS NULL OR u.priority_at >= c.ingester_priority_at)) AS apply_priority
     FROM cur c
@@ -121,7 +126,8 @@ d AS (
         CASE WHEN d.apply_preemption THEN d.pre_at
              WHEN d.apply_terminal THEN d.term_at
              WHEN d.apply_progress THEN d.b_at END AS new_ltt,
-        CASE WHEN d.apply_progress THEN COALESCE(d.b_run_id, d.latest_run_id) ELSE d.latest_run_id END AS new_latest,
+        CASE WHEN d.apply_progress OR d.follow_run THEN COALESCE(d.b_run_id, d.latest_run_id)
+             ELSE d.latest_run_id END AS new_latest,
         CASE WHEN d.apply_priority THEN d.u_priority ELSE d.priority END AS new_priority,
         CASE WHEN d.apply_priority THEN d.u_priority_at ELSE d.ingester_priority_at END AS new_priority_at,
         CASE WHEN d.apply_terminal THEN COALESCE(d.u_cancelled, d.cancelled) ELSE d.cancelled END AS new_cancelled,
@@ -136,7 +142,7 @@ d AS (
             failure_column!("message", "ingester_failure_message", "new_f_message"),
             failure_column!("retry_policy", "ingester_retry_policy", "new_retry_policy"),
             "
-        (d.apply_preemption OR d.apply_terminal OR d.apply_progress OR d.apply_priority) AS changes
+        (d.apply_preemption OR d.apply_terminal OR d.apply_progress OR d.follow_run OR d.apply_priority) AS changes
     FROM d
 )"
         )
