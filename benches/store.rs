@@ -16,7 +16,7 @@ use lookout_ingester::bench::{pg, sys};
 use lookout_ingester::convert::Converter;
 use lookout_ingester::decode::decode;
 use lookout_ingester::loadgen::{DEFAULT_START, Profile, Size, Spec, generate};
-use lookout_ingester::message::{Position, RawMessage};
+use lookout_ingester::message::{MessageId, Position, RawMessage};
 use lookout_ingester::writer::Writer;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, Executor, PgConnection, PgPool};
@@ -64,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
     let count = stream.messages.len();
     for (i, m) in stream.messages.into_iter().enumerate() {
         let raw = RawMessage {
-            position: Position { source: source.clone(), ledger_id: 0, entry_id: i as i64, batch_index: 0 },
+            position: Position { source: source.clone(), id: MessageId::new(0, i as i64, 0) },
             entry_size: 1,
             publish_time: 1_700_000_000_000_000,
             payload: m.payload.into(),

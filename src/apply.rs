@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Builder, Limits};
 use crate::decode::{DecodedMessage, Rejection, decode};
-use crate::message::{Position, RawMessage};
+use crate::message::{MessageId, Position, RawMessage};
 use crate::states::RowsWritten;
 use crate::writer::{WriteReport, Writer};
 
@@ -116,7 +116,7 @@ pub async fn apply_files(store: &Writer, files: &[impl AsRef<Path>], max_events:
         summary.files += 1;
         let mut builder = Builder::new(limits);
         for (index, record) in records(&data).into_iter().enumerate() {
-            let position = Position { source: source.clone(), ledger_id: 0, entry_id: index as i64, batch_index: 0 };
+            let position = Position { source: source.clone(), id: MessageId::new(0, index as i64, 0) };
             let msg = match record {
                 Ok(payload) => decode(RawMessage { position, entry_size: 1, publish_time, payload }),
                 Err(rest) => DecodedMessage {

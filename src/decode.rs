@@ -139,12 +139,12 @@ pub fn event_keys(event: &Event) -> (Option<String>, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::Position;
+    use crate::message::{MessageId, Position};
     use crate::proto::armadaevents::Event;
 
     fn raw(payload: Vec<u8>) -> RawMessage {
         RawMessage {
-            position: Position { source: "t".into(), ledger_id: 1, entry_id: 2, batch_index: 0 },
+            position: Position { source: "t".into(), id: MessageId::new(1, 2, 0) },
             entry_size: 1,
             publish_time: 0,
             payload: payload.into(),

@@ -1,7 +1,8 @@
 //! The unit that flows between stages: a raw message with the position it came from.
 //!
 //! A message comes either from Pulsar (`source`) or from a recorded file (`apply`). Its [`Position`] identifies it
-//! for acknowledgement, for skipping redeliveries, and in the quarantine and parked-event tables.
+//! for acknowledgement, for skipping redeliveries, and in the quarantine and parked-event tables; its
+//! [`MessageId`] is the one type for a message's place in a partition.
 
 use std::fmt;
 use std::sync::Arc;
@@ -11,29 +12,50 @@ use bytes::Bytes;
 /// Microseconds since the Unix epoch, UTC. Every timestamp the ingester writes is one of these.
 pub type Ts = i64;
 
+/// `(ledger, entry)` of a Pulsar entry (a producer batch, or one unbatched message).
+pub type EntryId = (i64, i64);
+
+/// A message's place in its partition: Pulsar's `(ledger, entry, batch index)`. Derived ordering is stream order
+/// within one partition; displayed as `ledger:entry:batch`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId {
+    /// Pulsar ledger id (0 for files).
+    pub ledger: i64,
+    /// Pulsar entry id, or the record number in a file.
+    pub entry: i64,
+    /// Index of the message inside a producer batch entry (0 when not batched, and for files).
+    pub batch_index: i32,
+}
+
+impl MessageId {
+    pub const fn new(ledger: i64, entry: i64, batch_index: i32) -> Self {
+        MessageId { ledger, entry, batch_index }
+    }
+
+    /// The entry holding this message.
+    pub const fn entry_id(self) -> EntryId {
+        (self.ledger, self.entry)
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.ledger, self.entry, self.batch_index)
+    }
+}
+
 /// Where a message sits in its source. Ordered within one `source` (a topic partition, or a file).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Position {
     /// The full partition topic name, or `file:<path>`.
     pub source: Arc<str>,
-    /// Pulsar ledger id (0 for files).
-    pub ledger_id: i64,
-    /// Pulsar entry id, or the record number in a file.
-    pub entry_id: i64,
-    /// Index of the message inside a producer batch entry (0 when not batched, and for files).
-    pub batch_index: i32,
-}
-
-impl Position {
-    /// The `(ledger, entry, batch index)` triple, which orders positions of the same source.
-    pub fn key(&self) -> (i64, i64, i32) {
-        (self.ledger_id, self.entry_id, self.batch_index)
-    }
+    /// The message within `source`.
+    pub id: MessageId,
 }
 
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}:{}:{}", self.source, self.ledger_id, self.entry_id, self.batch_index)
+        write!(f, "{}@{}", self.source, self.id)
     }
 }
 
@@ -93,5 +115,15 @@ mod tests {
         assert_eq!(ts_seconds(-500_000), -1);
         assert_eq!(ts_seconds(1_999_999), 1);
         assert_eq!(ts_display(0), "1970-01-01 00:00:00.000000");
+    }
+
+    #[test]
+    fn message_ids_order_as_the_stream_and_display_as_pulsar_writes_them() {
+        let ids = [MessageId::new(1, 9, 3), MessageId::new(2, 0, 0), MessageId::new(2, 0, 1), MessageId::new(2, 1, -1)];
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        assert_eq!(ids[2].entry_id(), (2, 0));
+        assert_eq!(ids[3].to_string(), "2:1:-1");
+        let p = Position { source: "persistent://public/default/t-partition-0".into(), id: ids[0] };
+        assert_eq!(p.to_string(), "persistent://public/default/t-partition-0@1:9:3");
     }
 }

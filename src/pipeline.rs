@@ -34,9 +34,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::{self, Batch, Limits};
 use crate::convert::Converter;
-use crate::message::{RawMessage, Ts};
+use crate::message::{MessageId, RawMessage, Ts};
 use crate::metrics as m;
-use crate::source::{Committed, Key, Source};
+use crate::source::{Committed, Source};
 use crate::writer::{StoreError, Writer};
 
 /// Messages buffered between the source and the batcher.
@@ -200,7 +200,7 @@ async fn write_batches(
 struct LagTracker {
     /// The highest position recorded per partition (messages the store skipped as already committed are not
     /// measured again).
-    last: HashMap<String, Key>,
+    last: HashMap<String, MessageId>,
 }
 
 impl LagTracker {
@@ -211,7 +211,7 @@ impl LagTracker {
         for msg in &batch.messages {
             let p = &msg.raw.position;
             if let Some(last) = self.last.get(p.source.as_ref())
-                && p.key() <= *last
+                && p.id <= *last
             {
                 continue;
             }
@@ -222,9 +222,9 @@ impl LagTracker {
         }
         for msg in &batch.messages {
             let p = &msg.raw.position;
-            let last = self.last.entry(p.source.to_string()).or_insert(p.key());
-            if p.key() > *last {
-                *last = p.key();
+            let last = self.last.entry(p.source.to_string()).or_insert(p.id);
+            if p.id > *last {
+                *last = p.id;
             }
         }
         for (partition, published) in newest {
@@ -323,12 +323,7 @@ mod tests {
             .iter()
             .map(|(source, entry, index, published)| {
                 decode(RawMessage {
-                    position: Position {
-                        source: (*source).into(),
-                        ledger_id: 1,
-                        entry_id: *entry,
-                        batch_index: *index,
-                    },
+                    position: Position { source: (*source).into(), id: MessageId::new(1, *entry, *index) },
                     entry_size: 1,
                     publish_time: *published,
                     payload: bytes::Bytes::new(),
@@ -360,10 +355,10 @@ mod tests {
     fn progress_measures_each_message_once() {
         let mut p = LagTracker::default();
         p.record(&batch(&[("a", 1, 0, 10), ("a", 2, 0, 20), ("b", 1, 0, 5)]), 100);
-        assert_eq!(p.last.get("a"), Some(&(1, 2, 0)));
-        assert_eq!(p.last.get("b"), Some(&(1, 1, 0)));
+        assert_eq!(p.last.get("a"), Some(&MessageId::new(1, 2, 0)));
+        assert_eq!(p.last.get("b"), Some(&MessageId::new(1, 1, 0)));
         // A redelivered message is not measured again, and the position never moves back.
         p.record(&batch(&[("a", 2, 0, 20), ("a", 3, 0, 30)]), 200);
-        assert_eq!(p.last.get("a"), Some(&(1, 3, 0)));
+        assert_eq!(p.last.get("a"), Some(&MessageId::new(1, 3, 0)));
     }
 }

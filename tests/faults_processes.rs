@@ -226,7 +226,7 @@ async fn sigterm_during_a_large_batch_commits_it_acks_it_and_exits_0() {
     for p in 0..PARTITIONS {
         let cursor = b.mark_delete(&topic, p, &sub).await;
         match after.get(&format!("{topic}-partition-{p}")) {
-            Some((l, e, _)) => assert_eq!(cursor, Some((*l, *e)), "partition {p}: cursor = committed position"),
+            Some(at) => assert_eq!(cursor, Some(at.entry_id()), "partition {p}: cursor = committed position"),
             // Nothing committed there yet: nothing acknowledged (the cursor is before the first entry).
             None => {
                 assert!(cursor.is_some_and(|(_, e)| e == -1), "partition {p}: nothing committed, cursor {cursor:?}")

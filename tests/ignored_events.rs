@@ -10,7 +10,7 @@ use std::time::Duration;
 use lookout_ingester::batch::Batch;
 use lookout_ingester::convert::Converter;
 use lookout_ingester::decode::decode;
-use lookout_ingester::message::{Position, RawMessage};
+use lookout_ingester::message::{MessageId, Position, RawMessage};
 use lookout_ingester::proto::armadaevents::{self as ev, EventKind};
 use lookout_ingester::writer::Writer;
 use sqlx::postgres::PgConnectOptions;
@@ -31,7 +31,7 @@ fn batch(messages: &[Vec<u8>]) -> Batch {
         .enumerate()
         .map(|(i, payload)| {
             decode(RawMessage {
-                position: Position { source: "ignored-test".into(), ledger_id: 1, entry_id: i as i64, batch_index: 0 },
+                position: Position { source: "ignored-test".into(), id: MessageId::new(1, i as i64, 0) },
                 entry_size: 1,
                 publish_time: T0 * 1_000_000,
                 payload: payload.clone().into(),

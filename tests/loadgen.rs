@@ -11,7 +11,7 @@ use lookout_ingester::decode::decode;
 use lookout_ingester::loadgen::publish::{Options, Publisher, partition_of};
 use lookout_ingester::loadgen::topic::Topic;
 use lookout_ingester::loadgen::{DEFAULT_START, ProbeKind, Profile, Size, Spec, Stream, generate, long};
-use lookout_ingester::message::{Position, RawMessage};
+use lookout_ingester::message::{MessageId, Position, RawMessage};
 use lookout_ingester::proto::armadaevents::EventKind;
 use lookout_ingester::source::admin::Admin;
 use sqlx::Row;
@@ -45,7 +45,7 @@ fn decoded(stream: &Stream) -> Vec<lookout_ingester::proto::armadaevents::EventS
         .enumerate()
         .map(|(i, m)| {
             let raw = RawMessage {
-                position: Position { source: "test".into(), ledger_id: 0, entry_id: i as i64, batch_index: 0 },
+                position: Position { source: "test".into(), id: MessageId::new(0, i as i64, 0) },
                 entry_size: m.payload.len() as i32,
                 publish_time: 0,
                 payload: m.payload.clone().into(),

@@ -12,9 +12,10 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use lookout_ingester::message::MessageId;
 use lookout_ingester::proto::armadaevents::{EventKind, EventSequence};
 use lookout_ingester::replay::rewind;
-use lookout_ingester::replay::target::{MessageId, PartitionRef, Target};
+use lookout_ingester::replay::target::{MessageRef, PartitionRef, Target};
 use lookout_ingester::source::admin::Admin;
 use lookout_ingester::store::position;
 use prost::Message as _;
@@ -238,7 +239,7 @@ async fn a_replay_after_a_sigkilled_live_ingest_gives_the_same_tables() {
     let db = TestDb::migrated().await;
     let mut child = Child::spawn(&service("live", &db.url, topic, sub)).await;
     eventually("a first commit", WAIT, || async {
-        positions(&db.pool, sub).await.values().any(|k| k.0 >= 0).then_some(())
+        positions(&db.pool, sub).await.values().any(|k| k.ledger >= 0).then_some(())
     })
     .await;
     child.kill9().await;
@@ -391,11 +392,11 @@ async fn rewind_by_message_id_moves_positions_back_and_reports_a_late_writer() {
     let db = TestDb::migrated().await;
 
     // Partition 0 goes back to its last message; partition 1 is not named and stays.
-    let last0 = admin.last_message_id(&partitions[0]).await.unwrap().key().unwrap();
+    let last0 = admin.last_message_id(&partitions[0]).await.unwrap().id().unwrap();
     let target =
-        Target::Ids(vec![MessageId { partition: PartitionRef::Index(0), ledger: last0.0, entry: last0.1, batch: 0 }]);
-    let ahead: HashMap<String, (i64, i64, i32)> =
-        partitions.iter().map(|p| (p.clone(), (last0.0, last0.1 + 1000, 0))).collect();
+        Target::Ids(vec![MessageRef { partition: PartitionRef::Index(0), id: MessageId { batch_index: 0, ..last0 } }]);
+    let ahead: HashMap<String, MessageId> =
+        partitions.iter().map(|p| (p.clone(), MessageId::new(last0.ledger, last0.entry + 1000, 0))).collect();
     let mut conn = db.pool.acquire().await.unwrap();
     position::lock(&mut conn, &sub, &partitions).await.unwrap();
     position::save(&mut conn, &sub, &ahead).await.unwrap();
@@ -405,9 +406,9 @@ async fn rewind_by_message_id_moves_positions_back_and_reports_a_late_writer() {
     assert_eq!(plan.moves.len(), 1);
     assert_eq!(plan.untouched.len(), 1);
     let moved = rewind::apply(&admin, &db.pool, &plan).await.unwrap();
-    assert_eq!(moved[0].after, (last0.0, last0.1, -1));
+    assert_eq!(moved[0].after, MessageId::new(last0.ledger, last0.entry, -1));
     let now = positions(&db.pool, &sub).await;
-    assert_eq!(now[&partitions[0]], (last0.0, last0.1, -1));
+    assert_eq!(now[&partitions[0]], MessageId::new(last0.ledger, last0.entry, -1));
     assert_eq!(now[&partitions[1]], ahead[&partitions[1]], "an unnamed partition stays");
     assert_eq!(
         b.backlogs(&topic, PARTITIONS, &sub).await.unwrap()[0],
@@ -418,11 +419,12 @@ async fn rewind_by_message_id_moves_positions_back_and_reports_a_late_writer() {
 
     // Applying it again never moves a position forward.
     rewind::apply(&admin, &db.pool, &plan).await.unwrap();
-    assert_eq!(positions(&db.pool, &sub).await[&partitions[0]], (last0.0, last0.1, -1));
+    assert_eq!(positions(&db.pool, &sub).await[&partitions[0]], MessageId::new(last0.ledger, last0.entry, -1));
 
     // A replica that was still running commits past the rewind point: reported.
     let mut conn = db.pool.acquire().await.unwrap();
-    let late: HashMap<String, (i64, i64, i32)> = [(partitions[0].clone(), (last0.0, last0.1, 0))].into();
+    let late: HashMap<String, MessageId> =
+        [(partitions[0].clone(), MessageId::new(last0.ledger, last0.entry, 0))].into();
     position::save(&mut conn, &sub, &late).await.unwrap();
     drop(conn);
     let err = rewind::verify(&db.pool, &plan, Duration::ZERO).await.unwrap_err();

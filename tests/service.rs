@@ -13,6 +13,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::Instant;
 
+use lookout_ingester::message::MessageId;
 use pulsar::ProducerOptions;
 use pulsar::compression::{Compression, CompressionLz4, CompressionSnappy, CompressionZlib, CompressionZstd};
 use support::app::{TestApp, config, init_logs, spawn_app, start, stop};
@@ -42,7 +43,7 @@ async fn consumes_a_partitioned_topic_end_to_end() {
     let mut p1 = producer(&pulsar, &topic, 1, false).await;
     let per_job: Vec<Vec<Vec<u8>>> = (0..JOBS).map(job_messages).collect();
     let mut all: Vec<Vec<u8>> = Vec::new();
-    let mut last: HashMap<u32, (i64, i64, i32)> = HashMap::new();
+    let mut last: HashMap<u32, MessageId> = HashMap::new();
     let steps = per_job.iter().map(Vec::len).max().unwrap_or(0);
     for step in 0..steps {
         // One round: step `step` of every job; partition 0's share goes out as one producer batch.
@@ -54,7 +55,7 @@ async fn consumes_a_partitioned_topic_end_to_end() {
         }
         let ids0 = publish_entry(&mut p0, &round[0]).await;
         let ids1 = publish_each(&mut p1, &round[1]).await;
-        assert!(ids0.windows(2).all(|w| (w[0].0, w[0].1) == (w[1].0, w[1].1)), "a round is one entry: {ids0:?}");
+        assert!(ids0.windows(2).all(|w| w[0].entry_id() == w[1].entry_id()), "a round is one entry: {ids0:?}");
         if let Some(l) = ids0.last() {
             last.insert(0, *l);
         }
@@ -188,7 +189,7 @@ async fn entries_compressed_with_each_codec_are_consumed() {
         for step in 0..per_job[0].len() {
             let entry: Vec<Vec<u8>> = per_job.iter().filter_map(|m| m.get(step).cloned()).collect();
             let ids = publish_entry(&mut p, &entry).await;
-            assert!(ids.windows(2).all(|w| (w[0].0, w[0].1) == (w[1].0, w[1].1)), "one entry: {ids:?}");
+            assert!(ids.windows(2).all(|w| w[0].entry_id() == w[1].entry_id()), "one entry: {ids:?}");
             all.extend(entry);
         }
     }

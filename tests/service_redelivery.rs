@@ -5,6 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use lookout_ingester::message::MessageId;
 use sqlx::{Connection, Executor, PgConnection};
 use support::app::{config, init_logs, start, stop};
 use support::broker::shared_broker;
@@ -69,17 +70,17 @@ async fn an_entry_split_across_batches_survives_a_stop_between_them() {
     let mut p1 = producer(&pulsar, &topic, 1, false).await;
     let ids = publish_entry(&mut p0, &entry).await;
     assert_eq!(ids.len(), 5);
-    assert!(ids.iter().all(|i| (i.0, i.1) == (ids[0].0, ids[0].1)), "one entry: {ids:?}");
-    assert_eq!(ids.iter().map(|i| i.2).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+    assert!(ids.iter().all(|i| i.entry_id() == ids[0].entry_id()), "one entry: {ids:?}");
+    assert_eq!(ids.iter().map(|i| i.batch_index).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
     publish_each(&mut p1, &before).await;
 
     let p0_topic = format!("{topic}-partition-0");
-    let (ledger, entry_id) = (ids[0].0, ids[0].1);
+    let first = ids[0];
     let mid = eventually("a commit in the middle of the entry", WAIT, || {
         let (pool, p0_topic, sub) = (db.pool.clone(), p0_topic.clone(), sub.clone());
         async move {
             match positions(&pool, &sub).await.get::<str>(&p0_topic).copied() {
-                Some((l, e, b)) if (l, e) == (ledger, entry_id) && b >= 0 => Some(b),
+                Some(at) if at.entry_id() == first.entry_id() && at.batch_index >= 0 => Some(at.batch_index),
                 _ => None,
             }
         }
@@ -88,7 +89,7 @@ async fn an_entry_split_across_batches_survives_a_stop_between_them() {
     // Let the next DB batch reach the lock.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let still = positions(&db.pool, &sub).await.get::<str>(&p0_topic).copied();
-    assert_eq!(still, Some((ledger, entry_id, mid)), "nothing past the lock commits");
+    assert_eq!(still, Some(MessageId { batch_index: mid, ..first }), "nothing past the lock commits");
     assert!(mid < 2, "the commit before the lock is a part of the entry (index {mid})");
     assert_eq!(rows::count(&db.pool, "SELECT count(*) FROM job_run").await, 0);
 
@@ -102,7 +103,10 @@ async fn an_entry_split_across_batches_survives_a_stop_between_them() {
 
     // The entry was not acknowledged: its messages are still in the backlog.
     assert!(b.backlog(&topic, 0, &sub).await.unwrap_or(0) > 0, "a partly committed entry must not be acknowledged");
-    assert_eq!(positions(&db.pool, &sub).await.get::<str>(&p0_topic).copied(), Some((ledger, entry_id, mid)));
+    assert_eq!(
+        positions(&db.pool, &sub).await.get::<str>(&p0_topic).copied(),
+        Some(MessageId { batch_index: mid, ..first })
+    );
 
     // More traffic on partition 1 while the service is down, then restart with ordinary settings.
     publish_each(&mut p1, &after).await;
@@ -124,7 +128,8 @@ async fn an_entry_split_across_batches_survives_a_stop_between_them() {
     eventually("the entry's last message committed", WAIT, || {
         let (pool, p0_topic, sub) = (db.pool.clone(), p0_topic.clone(), sub.clone());
         async move {
-            (positions(&pool, &sub).await.get::<str>(&p0_topic).copied() == Some((ledger, entry_id, 4))).then_some(())
+            (positions(&pool, &sub).await.get::<str>(&p0_topic).copied() == Some(MessageId { batch_index: 4, ..first }))
+                .then_some(())
         }
     })
     .await;

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::Limits;
 use crate::config::{Config, PostgresConfig};
 use crate::convert::Converter;
+use crate::message::MessageId;
 use crate::source::admin::Admin;
 use crate::source::full_topic_name;
 use crate::store::position;
@@ -51,7 +52,7 @@ pub struct ReplayArgs {
     /// Start at this message: `LEDGER:ENTRY[:PARTITION[:BATCH]]` (Pulsar's form) or `TOPIC@LEDGER:ENTRY[:BATCH]`
     /// (this service's logs and tables). On a partitioned topic give one per partition (repeat the flag).
     #[arg(long, value_name = "MESSAGE_ID", value_parser = parse_message_id)]
-    pub from_message_id: Vec<target::MessageId>,
+    pub from_message_id: Vec<target::MessageRef>,
     /// Keep going after the end: create the durable subscription (`--subscription`) at the replay's end and run the
     /// service on it (live ingestion into the same database) until SIGTERM. The subscription must not exist yet.
     #[arg(long)]
@@ -258,10 +259,10 @@ impl Replay {
     /// its last replayed entry (that entry is delivered again and skipped), and runs the service on it until SIGTERM.
     pub async fn follow(mut self, tally: &Tally, metrics_port: Option<u16>) -> anyhow::Result<()> {
         // The whole end entry (its batch index may be unknown).
-        let ends: std::collections::HashMap<String, crate::source::Key> = self
+        let ends: std::collections::HashMap<String, MessageId> = self
             .windows
             .iter()
-            .filter_map(|w| Some((w.partition.clone(), w.end.map(|e| (e.0, e.1, i32::MAX))?)))
+            .filter_map(|w| Some((w.partition.clone(), w.end.map(|e| MessageId::new(e.ledger, e.entry, i32::MAX))?)))
             .collect();
         let topics: Vec<String> = ends.keys().cloned().collect();
         let mut tx = self.pool.begin().await?;
@@ -270,7 +271,7 @@ impl Replay {
         tx.commit().await?;
         for w in &self.windows {
             let committed = tally.positions.iter().find(|(p, _)| *p == w.partition).and_then(|(_, k)| *k);
-            let at = committed.or(w.end).map(|k| (k.0, k.1));
+            let at = committed.or(w.end).map(MessageId::entry_id);
             self.admin.create_subscription(&w.partition, &self.subscription, at).await?;
             tracing::info!(partition = %w.partition, subscription = %self.subscription, ?at, "durable subscription created");
         }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, bail};
 
 use super::target::Target;
-use crate::source::Key;
+use crate::message::MessageId;
 use crate::source::admin::Admin;
 
 /// One partition's share of a replay.
@@ -16,9 +16,9 @@ pub struct Window {
     /// The partition topic's full name (the topic itself when it is not partitioned).
     pub partition: String,
     /// The first message to apply (`None`: the earliest the topic holds).
-    pub start: Option<Key>,
+    pub start: Option<MessageId>,
     /// The partition's last message when the replay started (`None`: it had none); nothing after it is read.
-    pub end: Option<Key>,
+    pub end: Option<MessageId>,
     /// Entries from `start` to `end`, when the admin API could tell.
     pub entries: Option<u64>,
 }
@@ -28,7 +28,7 @@ impl Window {
     pub fn is_empty(&self) -> bool {
         match (self.start, self.end) {
             (_, None) => true,
-            (Some(s), Some(e)) => (s.0, s.1) > (e.0, e.1),
+            (Some(s), Some(e)) => s.entry_id() > e.entry_id(),
             (None, Some(_)) => self.entries == Some(0),
         }
     }
@@ -38,7 +38,7 @@ impl Window {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Landing {
     /// At this message.
-    At(Key),
+    At(MessageId),
     /// The partition holds no message that late.
     NothingAfter,
 }
@@ -55,7 +55,7 @@ pub async fn resolve(
         Target::Time(ms) => {
             for p in partitions {
                 let landing = match admin.message_id_at(p, *ms).await? {
-                    Some(id) => Landing::At(id.key().unwrap_or_default()),
+                    Some(found) => Landing::At(found.id().unwrap_or_default()),
                     None => Landing::NothingAfter,
                 };
                 out.insert(p.clone(), landing);
@@ -64,7 +64,7 @@ pub async fn resolve(
         Target::Ids(ids) => {
             for id in ids {
                 let p = id.resolve(partitions).map_err(anyhow::Error::msg)?;
-                if out.insert(p.clone(), Landing::At(id.key())).is_some() {
+                if out.insert(p.clone(), Landing::At(id.id)).is_some() {
                     bail!("two message ids name partition {p}");
                 }
             }
@@ -85,17 +85,17 @@ pub async fn plan(admin: &Admin, topic: &str, from: Option<&Target>) -> anyhow::
         let start = match (from, landings.get(p)) {
             (None, _) => None,
             (Some(_), Some(Landing::At(key))) => Some(*key),
-            (Some(_), Some(Landing::NothingAfter)) => Some((i64::MAX, i64::MAX, 0)),
+            (Some(_), Some(Landing::NothingAfter)) => Some(MessageId::new(i64::MAX, i64::MAX, 0)),
             (Some(_), None) => bail!(
                 "no message id given for partition {p}: on a partitioned topic give one per partition \
                  (--from-message-id LEDGER:ENTRY:PARTITION, repeated), or use --from-time"
             ),
         };
-        let end = admin.last_message_id(p).await?.key();
+        let end = admin.last_message_id(p).await?.id();
         let ledgers = admin.ledgers(p).await.with_context(|| format!("the ledgers of {p}"))?;
-        let first = start.map(|s| (s.0, s.1)).or_else(|| ledgers.first());
+        let first = start.map(MessageId::entry_id).or_else(|| ledgers.first());
         let entries = match (first, end) {
-            (Some(f), Some(e)) => Some(ledgers.entries_between(f, (e.0, e.1))),
+            (Some(f), Some(e)) => Some(ledgers.entries_between(f, e.entry_id())),
             _ => Some(0),
         };
         windows.push(Window { partition: p.clone(), start, end, entries });
@@ -107,18 +107,21 @@ pub async fn plan(admin: &Admin, topic: &str, from: Option<&Target>) -> anyhow::
 mod tests {
     use super::*;
 
-    fn w(start: Option<Key>, end: Option<Key>, entries: Option<u64>) -> Window {
+    fn w(start: Option<MessageId>, end: Option<MessageId>, entries: Option<u64>) -> Window {
         Window { partition: "p".into(), start, end, entries }
     }
 
     #[test]
     fn empty_windows() {
         assert!(w(None, None, None).is_empty());
-        assert!(w(None, Some((5, 1, 0)), Some(0)).is_empty(), "retention removed everything");
-        assert!(!w(None, Some((5, 1, 0)), Some(2)).is_empty());
-        assert!(!w(None, Some((5, 1, 0)), None).is_empty());
-        assert!(w(Some((5, 2, 0)), Some((5, 1, 0)), None).is_empty());
-        assert!(!w(Some((5, 1, 3)), Some((5, 1, 0)), None).is_empty(), "the end's batch index may be unknown");
-        assert!(w(Some((i64::MAX, i64::MAX, 0)), Some((5, 1, 0)), None).is_empty());
+        assert!(w(None, Some(MessageId::new(5, 1, 0)), Some(0)).is_empty(), "retention removed everything");
+        assert!(!w(None, Some(MessageId::new(5, 1, 0)), Some(2)).is_empty());
+        assert!(!w(None, Some(MessageId::new(5, 1, 0)), None).is_empty());
+        assert!(w(Some(MessageId::new(5, 2, 0)), Some(MessageId::new(5, 1, 0)), None).is_empty());
+        assert!(
+            !w(Some(MessageId::new(5, 1, 3)), Some(MessageId::new(5, 1, 0)), None).is_empty(),
+            "the end's batch index may be unknown"
+        );
+        assert!(w(Some(MessageId::new(i64::MAX, i64::MAX, 0)), Some(MessageId::new(5, 1, 0)), None).is_empty());
     }
 }

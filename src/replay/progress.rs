@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::source::Key;
+use crate::message::MessageId;
 
 /// Counts the source keeps up to date (committed work only).
 #[derive(Debug, Default, Clone)]
@@ -23,7 +23,7 @@ pub struct Tally {
     pub partitions: usize,
     pub partitions_done: usize,
     /// The highest committed position per partition.
-    pub positions: Vec<(String, Option<Key>)>,
+    pub positions: Vec<(String, Option<MessageId>)>,
     /// Every partition reached its end.
     pub complete: bool,
 }
@@ -187,7 +187,7 @@ impl Reporter {
         );
         for (partition, position) in &t.positions {
             match position {
-                Some((l, e, b)) => s.push_str(&format!("  {partition}: committed up to {l}:{e}:{b}\n")),
+                Some(id) => s.push_str(&format!("  {partition}: committed up to {id}\n")),
                 None => s.push_str(&format!("  {partition}: nothing committed\n")),
             }
         }

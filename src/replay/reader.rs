@@ -31,8 +31,8 @@ use tokio_util::sync::CancellationToken;
 use super::plan::Window;
 use super::progress::Tally;
 use crate::config::Config;
-use crate::message::{Position, RawMessage, Ts};
-use crate::source::{Committed, Key};
+use crate::message::{MessageId, Position, RawMessage, Ts};
+use crate::source::Committed;
 
 type Message = pulsar::consumer::Message<Vec<u8>>;
 
@@ -80,13 +80,13 @@ pub struct Part {
     pub window: Window,
     source: Arc<str>,
     /// The highest message forwarded.
-    last: Option<Key>,
+    last: Option<MessageId>,
     /// `Some(last forwarded)` once nothing more will be forwarded.
-    stop: Option<Option<Key>>,
+    stop: Option<Option<MessageId>>,
     /// The highest committed position reported.
-    pub committed: Option<Key>,
+    pub committed: Option<MessageId>,
     /// Forwarded and not yet committed: key, events, whether it is the last message of its entry.
-    inflight: VecDeque<(Key, u64, bool)>,
+    inflight: VecDeque<(MessageId, u64, bool)>,
 }
 
 /// What a commit report newly covers.
@@ -105,7 +105,7 @@ impl Part {
     }
 
     /// Decides about a delivered message `key` of an entry holding `entry_size` messages.
-    pub fn admit(&mut self, key: Key, entry_size: i32) -> Admit {
+    pub fn admit(&mut self, key: MessageId, entry_size: i32) -> Admit {
         if self.stop.is_some()
             || self.window.start.is_some_and(|s| key < s)
             || self.last.is_some_and(|last| key <= last)
@@ -116,24 +116,24 @@ impl Part {
             self.stop = Some(self.last);
             return Admit::Past;
         };
-        if (key.0, key.1) > (end.0, end.1) {
+        if key.entry_id() > end.entry_id() {
             self.stop = Some(self.last);
             return Admit::Past;
         }
         self.last = Some(key);
-        if (key.0, key.1) == (end.0, end.1) && key.2 >= entry_size - 1 {
+        if key.entry_id() == end.entry_id() && key.batch_index >= entry_size - 1 {
             self.stop = Some(Some(key));
         }
         Admit::Forward
     }
 
     /// Records a forwarded message's events.
-    fn forwarded(&mut self, key: Key, events: u64, entry_size: i32) {
-        self.inflight.push_back((key, events, key.2 >= entry_size - 1));
+    fn forwarded(&mut self, key: MessageId, events: u64, entry_size: i32) {
+        self.inflight.push_back((key, events, key.batch_index >= entry_size - 1));
     }
 
     /// Records that everything up to `key` committed.
-    pub fn commit(&mut self, key: Key) -> Done {
+    pub fn commit(&mut self, key: MessageId) -> Done {
         let mut done = Done::default();
         if self.committed.is_none_or(|c| key > c) {
             self.committed = Some(key);
@@ -268,7 +268,7 @@ impl ReaderSource {
                 permit = reserve(out.as_ref()), if pending.is_some() => {
                     let permit = permit.map_err(|()| anyhow::anyhow!("replay: the batch stage stopped"))?;
                     if let Some((i, raw, events)) = pending.take() {
-                        let key = raw.position.key();
+                        let key = raw.position.id;
                         self.parts[i].forwarded(key, events, raw.entry_size);
                         permit.send(raw);
                     }
@@ -281,7 +281,7 @@ impl ReaderSource {
                     };
                     let part = &mut self.parts[i];
                     let raw = raw_message(msg, &part.source);
-                    match part.admit(raw.position.key(), raw.entry_size) {
+                    match part.admit(raw.position.id, raw.entry_size) {
                         Admit::Forward => {
                             let events = count_events(&raw.payload);
                             pending = Some((i, raw, events));
@@ -350,9 +350,7 @@ fn raw_message(msg: Message, source: &Arc<str>) -> RawMessage {
     RawMessage {
         position: Position {
             source: source.clone(),
-            ledger_id: id.ledger_id as i64,
-            entry_id: id.entry_id as i64,
-            batch_index,
+            id: MessageId::new(id.ledger_id as i64, id.entry_id as i64, batch_index),
         },
         entry_size: entry_size.max(batch_index + 1),
         publish_time,
@@ -370,7 +368,7 @@ async fn read_partition(
     queue: u32,
     inbox: mpsc::Sender<(usize, Message)>,
 ) {
-    let mut resume = window.start.map(|s| (s.0, s.1));
+    let mut resume = window.start.map(MessageId::entry_id);
     let mut backoff = Duration::from_millis(500);
     loop {
         let mut options = ConsumerOptions::default().with_receiver_queue_size(queue);
@@ -428,54 +426,54 @@ mod tests {
     use super::*;
     use prost::Message as _;
 
-    fn part(start: Option<Key>, end: Option<Key>) -> Part {
+    fn part(start: Option<MessageId>, end: Option<MessageId>) -> Part {
         Part::new(Window { partition: "p".into(), start, end, entries: None })
     }
 
     #[test]
     fn forwards_the_window_and_stops_after_the_end_entry() {
-        let mut p = part(Some((5, 2, 1)), Some((5, 4, 0)));
-        assert_eq!(p.admit((5, 1, 0), 1), Admit::Skip, "before the start");
-        assert_eq!(p.admit((5, 2, 0), 3), Admit::Skip, "before the start, same entry");
-        assert_eq!(p.admit((5, 2, 1), 3), Admit::Forward);
-        assert_eq!(p.admit((5, 2, 1), 3), Admit::Skip, "delivered again");
-        assert_eq!(p.admit((5, 2, 2), 3), Admit::Forward);
-        assert_eq!(p.admit((5, 4, 0), 2), Admit::Forward);
+        let mut p = part(Some(MessageId::new(5, 2, 1)), Some(MessageId::new(5, 4, 0)));
+        assert_eq!(p.admit(MessageId::new(5, 1, 0), 1), Admit::Skip, "before the start");
+        assert_eq!(p.admit(MessageId::new(5, 2, 0), 3), Admit::Skip, "before the start, same entry");
+        assert_eq!(p.admit(MessageId::new(5, 2, 1), 3), Admit::Forward);
+        assert_eq!(p.admit(MessageId::new(5, 2, 1), 3), Admit::Skip, "delivered again");
+        assert_eq!(p.admit(MessageId::new(5, 2, 2), 3), Admit::Forward);
+        assert_eq!(p.admit(MessageId::new(5, 4, 0), 2), Admit::Forward);
         assert!(p.reading(), "the end entry holds two messages");
-        assert_eq!(p.admit((5, 4, 1), 2), Admit::Forward);
+        assert_eq!(p.admit(MessageId::new(5, 4, 1), 2), Admit::Forward);
         assert!(!p.reading());
-        assert_eq!(p.admit((5, 5, 0), 1), Admit::Skip);
+        assert_eq!(p.admit(MessageId::new(5, 5, 0), 1), Admit::Skip);
         assert!(!p.complete());
-        p.commit((5, 4, 0));
+        p.commit(MessageId::new(5, 4, 0));
         assert!(!p.complete());
-        p.commit((5, 4, 1));
+        p.commit(MessageId::new(5, 4, 1));
         assert!(p.complete());
     }
 
     #[test]
     fn a_message_past_the_end_finishes_the_partition() {
-        let mut p = part(None, Some((5, 4, 0)));
-        assert_eq!(p.admit((5, 3, 0), 1), Admit::Forward);
-        assert_eq!(p.admit((6, 0, 0), 1), Admit::Past, "the end entry was never delivered");
+        let mut p = part(None, Some(MessageId::new(5, 4, 0)));
+        assert_eq!(p.admit(MessageId::new(5, 3, 0), 1), Admit::Forward);
+        assert_eq!(p.admit(MessageId::new(6, 0, 0), 1), Admit::Past, "the end entry was never delivered");
         assert!(!p.reading());
-        p.commit((5, 3, 0));
+        p.commit(MessageId::new(5, 3, 0));
         assert!(p.complete());
         let mut empty = part(None, None);
         assert!(!empty.reading() && empty.complete());
-        assert_eq!(empty.admit((1, 0, 0), 1), Admit::Skip);
+        assert_eq!(empty.admit(MessageId::new(1, 0, 0), 1), Admit::Skip);
     }
 
     #[test]
     fn commits_count_messages_events_and_entries() {
-        let mut p = part(None, Some((9, 9, 0)));
-        for (key, size) in [((1, 0, 0), 2), ((1, 0, 1), 2), ((1, 1, 0), 1)] {
+        let mut p = part(None, Some(MessageId::new(9, 9, 0)));
+        for (key, size) in [(MessageId::new(1, 0, 0), 2), (MessageId::new(1, 0, 1), 2), (MessageId::new(1, 1, 0), 1)] {
             assert_eq!(p.admit(key, size), Admit::Forward);
             p.forwarded(key, 3, size);
         }
-        assert_eq!(p.commit((1, 0, 0)), Done { messages: 1, events: 3, entries: 0 });
-        assert_eq!(p.commit((1, 1, 0)), Done { messages: 2, events: 6, entries: 2 });
-        assert_eq!(p.commit((1, 1, 0)), Done::default());
-        assert_eq!(p.committed, Some((1, 1, 0)));
+        assert_eq!(p.commit(MessageId::new(1, 0, 0)), Done { messages: 1, events: 3, entries: 0 });
+        assert_eq!(p.commit(MessageId::new(1, 1, 0)), Done { messages: 2, events: 6, entries: 2 });
+        assert_eq!(p.commit(MessageId::new(1, 1, 0)), Done::default());
+        assert_eq!(p.committed, Some(MessageId::new(1, 1, 0)));
     }
 
     #[test]

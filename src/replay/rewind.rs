@@ -27,7 +27,7 @@ use sqlx::{Acquire, PgPool};
 
 use super::plan::{Landing, resolve};
 use super::target::{Target, show_time};
-use crate::source::Key;
+use crate::message::MessageId;
 use crate::source::admin::Admin;
 use crate::store::position;
 
@@ -36,13 +36,13 @@ use crate::store::position;
 pub struct Move {
     pub partition: String,
     /// The first message to ingest again.
-    pub to: Key,
+    pub to: MessageId,
 }
 
 impl Move {
     /// The stored position that makes the service apply `to` and everything after it: just before it.
-    pub fn position(&self) -> Key {
-        (self.to.0, self.to.1, self.to.2 - 1)
+    pub fn position(&self) -> MessageId {
+        MessageId { batch_index: self.to.batch_index - 1, ..self.to }
     }
 }
 
@@ -60,8 +60,8 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Moved {
     pub partition: String,
-    pub before: Option<Key>,
-    pub after: Key,
+    pub before: Option<MessageId>,
+    pub after: MessageId,
 }
 
 /// Works out the moves: the subscription must exist on the topic; partitions where it does not, or with no message
@@ -114,7 +114,7 @@ pub async fn apply(admin: &Admin, pool: &PgPool, plan: &Plan) -> anyhow::Result<
     let before = position::lock(&mut tx, sub, &partitions).await?;
     for m in &plan.moves {
         admin.reset_cursor(&m.partition, sub, m.to).await?;
-        tracing::info!(partition = %m.partition, subscription = sub, ledger = m.to.0, entry = m.to.1, "cursor reset");
+        tracing::info!(partition = %m.partition, subscription = sub, ledger = m.to.ledger, entry = m.to.entry, "cursor reset");
     }
     if let Err(e) = check_no_consumers(admin, &partitions, sub).await {
         tx.rollback().await?;
@@ -123,7 +123,7 @@ pub async fn apply(admin: &Admin, pool: &PgPool, plan: &Plan) -> anyhow::Result<
              {e:#}, and run rewind again"
         );
     }
-    let back: HashMap<String, Key> = plan.moves.iter().map(|m| (m.partition.clone(), m.position())).collect();
+    let back: HashMap<String, MessageId> = plan.moves.iter().map(|m| (m.partition.clone(), m.position())).collect();
     position::move_back(&mut tx, sub, &back).await?;
     let after = position::read(&mut tx, sub, &partitions).await?;
     tx.commit().await?;
@@ -133,7 +133,7 @@ pub async fn apply(admin: &Admin, pool: &PgPool, plan: &Plan) -> anyhow::Result<
         .map(|m| Moved {
             partition: m.partition.clone(),
             // A row the lock created (-1, -1, -1) means nothing was stored.
-            before: before.get(&m.partition).copied().filter(|k| k.0 >= 0),
+            before: before.get(&m.partition).copied().filter(|k| k.ledger >= 0),
             after: after.get(&m.partition).copied().unwrap_or(m.position()),
         })
         .collect())
@@ -151,7 +151,7 @@ pub async fn verify(pool: &PgPool, plan: &Plan, settle: Duration) -> anyhow::Res
         .iter()
         .filter_map(|m| {
             let stored = now.get(&m.partition)?;
-            (*stored > m.position()).then(|| format!("{} is at {}:{}:{}", m.partition, stored.0, stored.1, stored.2))
+            (*stored > m.position()).then(|| format!("{} is at {stored}", m.partition))
         })
         .collect();
     if !moved.is_empty() {
@@ -175,12 +175,12 @@ pub fn render(plan: &Plan, target: &Target, moved: Option<&[Moved]>) -> String {
         let done = moved.and_then(|all| all.iter().find(|d| d.partition == m.partition));
         let positions = match done {
             Some(d) => {
-                let before = d.before.map_or_else(|| "none".to_string(), |(l, e, b)| format!("{l}:{e}:{b}"));
-                format!(" (stored position {before} → {}:{}:{})", d.after.0, d.after.1, d.after.2)
+                let before = d.before.map_or_else(|| "none".to_string(), |b| b.to_string());
+                format!(" (stored position {before} → {})", d.after)
             }
             None => String::new(),
         };
-        s.push_str(&format!("  {}: from {}:{}:{}{positions}\n", m.partition, m.to.0, m.to.1, m.to.2));
+        s.push_str(&format!("  {}: from {}{positions}\n", m.partition, m.to));
     }
     for (p, why) in &plan.untouched {
         s.push_str(&format!("  {p}: left as it is ({why})\n"));
@@ -194,10 +194,10 @@ mod tests {
 
     #[test]
     fn the_stored_position_lies_just_before_the_target() {
-        let m = Move { partition: "p".into(), to: (5, 7, 0) };
-        assert_eq!(m.position(), (5, 7, -1));
-        assert!(m.position() < (5, 7, 0) && m.position() > (5, 6, 99));
-        let m = Move { partition: "p".into(), to: (5, 7, 3) };
-        assert!(m.position() < (5, 7, 3) && m.position() >= (5, 7, 2));
+        let m = Move { partition: "p".into(), to: MessageId::new(5, 7, 0) };
+        assert_eq!(m.position(), MessageId::new(5, 7, -1));
+        assert!(m.position() < MessageId::new(5, 7, 0) && m.position() > MessageId::new(5, 6, 99));
+        let m = Move { partition: "p".into(), to: MessageId::new(5, 7, 3) };
+        assert!(m.position() < MessageId::new(5, 7, 3) && m.position() >= MessageId::new(5, 7, 2));
     }
 }

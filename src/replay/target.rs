@@ -17,17 +17,16 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::source::{Key, full_topic_name};
+use crate::message::MessageId;
+use crate::source::full_topic_name;
 
-/// A message id as given on the command line.
+/// A message id as given on the command line: the partition it names and the message in that partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessageId {
+pub struct MessageRef {
     /// The partition it names: an index (Pulsar's form), a topic name (ours), or neither (`LEDGER:ENTRY`).
     pub partition: PartitionRef,
-    pub ledger: i64,
-    pub entry: i64,
-    /// Index inside a producer batch entry (0 when not given).
-    pub batch: i32,
+    /// The message; its batch index is 0 when not given.
+    pub id: MessageId,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,12 +38,7 @@ pub enum PartitionRef {
     Topic(String),
 }
 
-impl MessageId {
-    /// Its position key `(ledger, entry, batch index)`.
-    pub fn key(&self) -> Key {
-        (self.ledger, self.entry, self.batch)
-    }
-
+impl MessageRef {
     /// The partition topic it names among `partitions` (the topic's partition names, in index order; one name, the
     /// topic itself, for a non-partitioned topic). An error says why it names none of them.
     pub fn resolve<'a>(&self, partitions: &'a [String]) -> Result<&'a String, String> {
@@ -54,8 +48,8 @@ impl MessageId {
             PartitionRef::None => Err(format!(
                 "message id {}:{} names no partition, and the topic has {} partitions: write it as \
                  LEDGER:ENTRY:PARTITION or TOPIC-partition-N@LEDGER:ENTRY",
-                self.ledger,
-                self.entry,
+                self.id.ledger,
+                self.id.entry,
                 partitions.len()
             )),
             PartitionRef::Index(i) if !partitioned && *i == 0 => Ok(&partitions[0]),
@@ -76,7 +70,7 @@ pub enum Target {
     /// Milliseconds since the Unix epoch (Pulsar's publish-time unit).
     Time(i64),
     /// One message id per partition named.
-    Ids(Vec<MessageId>),
+    Ids(Vec<MessageRef>),
 }
 
 /// Parses a time or a message id (see the module documentation), whichever the text is.
@@ -110,7 +104,7 @@ fn looks_like_message_id(text: &str) -> bool {
 }
 
 /// Parses a message id in either form.
-pub fn parse_message_id(text: &str) -> Result<MessageId, String> {
+pub fn parse_message_id(text: &str) -> Result<MessageRef, String> {
     let bad = |why: &str| {
         format!(
             "{text:?} is not a message id ({why}); use LEDGER:ENTRY[:PARTITION[:BATCH]] or TOPIC@LEDGER:ENTRY[:BATCH]"
@@ -123,12 +117,11 @@ pub fn parse_message_id(text: &str) -> Result<MessageId, String> {
             return Err(bad("expected TOPIC@LEDGER:ENTRY[:BATCH]"));
         }
         let batch = parts.get(2).map(|b| int(b)).transpose()?.unwrap_or(0);
+        let batch = i32::try_from(batch).map_err(|_| bad("batch index out of range"))?;
         return checked(
-            MessageId {
+            MessageRef {
                 partition: PartitionRef::Topic(full_topic_name(topic)),
-                ledger: int(parts[0])?,
-                entry: int(parts[1])?,
-                batch: i32::try_from(batch).map_err(|_| bad("batch index out of range"))?,
+                id: MessageId::new(int(parts[0])?, int(parts[1])?, batch),
             },
             &bad,
         );
@@ -145,14 +138,15 @@ pub fn parse_message_id(text: &str) -> Result<MessageId, String> {
         None | Some(-1) => 0,
         Some(b) => i32::try_from(b).map_err(|_| bad("batch index out of range"))?,
     };
-    checked(MessageId { partition, ledger: int(parts[0])?, entry: int(parts[1])?, batch }, &bad)
+    checked(MessageRef { partition, id: MessageId::new(int(parts[0])?, int(parts[1])?, batch) }, &bad)
 }
 
-fn checked(id: MessageId, bad: &dyn Fn(&str) -> String) -> Result<MessageId, String> {
-    if id.ledger < 0 || id.entry < 0 || id.batch < 0 {
+fn checked(given: MessageRef, bad: &dyn Fn(&str) -> String) -> Result<MessageRef, String> {
+    let id = given.id;
+    if id.ledger < 0 || id.entry < 0 || id.batch_index < 0 {
         return Err(bad("ledger, entry and batch index cannot be negative"));
     }
-    Ok(id)
+    Ok(given)
 }
 
 /// Parses a time: RFC 3339, the same without a zone (UTC), or a duration ago. Milliseconds since the epoch.
@@ -192,8 +186,8 @@ pub fn show_time(ms: i64) -> String {
 mod tests {
     use super::*;
 
-    fn id(partition: PartitionRef, ledger: i64, entry: i64, batch: i32) -> MessageId {
-        MessageId { partition, ledger, entry, batch }
+    fn id(partition: PartitionRef, ledger: i64, entry: i64, batch: i32) -> MessageRef {
+        MessageRef { partition, id: MessageId::new(ledger, entry, batch) }
     }
 
     #[test]

@@ -6,14 +6,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::{EntryId, Key};
-use crate::message::Position;
+use crate::message::{EntryId, MessageId, Position};
 
 /// Per-partition acknowledgement state.
 #[derive(Debug, Default)]
 struct PartitionAcks {
     /// The highest position forwarded downstream; redeliveries at or before it are dropped.
-    highest_forwarded: Option<Key>,
+    highest_forwarded: Option<MessageId>,
     /// Entries forwarded and not yet complete: entry → number of messages in it.
     open: BTreeMap<EntryId, i32>,
     /// The highest complete entry (every message of it, and of every entry before it, committed).
@@ -44,24 +43,24 @@ impl AckTracker {
     /// Records a message about to be forwarded. `false` means it is a redelivery of something already forwarded:
     /// drop it.
     pub fn admit(&mut self, position: &Position, entry_size: i32) -> bool {
-        let key = position.key();
+        let id = position.id;
         let p = self.partitions.entry(position.source.clone()).or_default();
-        if p.highest_forwarded.is_some_and(|h| key <= h) {
+        if p.highest_forwarded.is_some_and(|h| id <= h) {
             return false;
         }
-        p.highest_forwarded = Some(key);
-        let entry = (key.0, key.1);
+        p.highest_forwarded = Some(id);
+        let entry = id.entry_id();
         let size = p.open.entry(entry).or_insert(entry_size);
         *size = (*size).max(entry_size);
         true
     }
 
-    /// Records that everything up to `key` in `topic` is committed.
-    pub fn committed(&mut self, topic: &str, key: Key) {
+    /// Records that everything up to `id` in `topic` is committed.
+    pub fn committed(&mut self, topic: &str, id: MessageId) {
         let Some(p) = self.partitions.get_mut(topic) else { return };
-        let entry = (key.0, key.1);
+        let entry = id.entry_id();
         let done = match p.open.get(&entry) {
-            Some(&size) if key.2 >= size - 1 => Some(entry),
+            Some(&size) if id.batch_index >= size - 1 => Some(entry),
             _ => p.open.range(..entry).next_back().map(|(e, _)| *e),
         };
         let Some(done) = done else { return };
@@ -114,7 +113,7 @@ impl AckTracker {
 mod tests {
     use super::*;
     fn pos(t: &mut AckTracker, topic: &str, l: i64, e: i64, b: i32) -> Position {
-        Position { source: t.source(topic), ledger_id: l, entry_id: e, batch_index: b }
+        Position { source: t.source(topic), id: MessageId::new(l, e, b) }
     }
 
     /// Forwards every message of the given entries `(entry id, size)` on ledger 1.
@@ -131,9 +130,9 @@ mod tests {
     fn a_partly_committed_entry_is_not_acked() {
         let mut t = AckTracker::default();
         forward(&mut t, "p0", &[(10, 5)]);
-        t.committed("p0", (1, 10, 2));
+        t.committed("p0", MessageId::new(1, 10, 2));
         assert!(t.due().is_empty());
-        t.committed("p0", (1, 10, 4));
+        t.committed("p0", MessageId::new(1, 10, 4));
         assert_eq!(t.due(), vec![("p0".into(), (1, 10))]);
         assert_eq!(t.acked("p0", (1, 10)), 5);
         assert!(t.due().is_empty());
@@ -144,11 +143,11 @@ mod tests {
     fn a_later_entry_committed_completes_the_earlier_ones() {
         let mut t = AckTracker::default();
         forward(&mut t, "p0", &[(10, 3), (11, 1), (12, 4)]);
-        t.committed("p0", (1, 12, 1));
+        t.committed("p0", MessageId::new(1, 12, 1));
         assert_eq!(t.due(), vec![("p0".into(), (1, 11))]);
         assert_eq!(t.acked("p0", (1, 11)), 4);
         assert!(!t.settled("p0"));
-        t.committed("p0", (1, 12, 3));
+        t.committed("p0", MessageId::new(1, 12, 3));
         assert_eq!(t.due(), vec![("p0".into(), (1, 12))]);
         assert_eq!(t.acked("p0", (1, 12)), 4);
     }
@@ -157,7 +156,7 @@ mod tests {
     fn an_unbatched_message_is_a_whole_entry() {
         let mut t = AckTracker::default();
         forward(&mut t, "p0", &[(7, 1)]);
-        t.committed("p0", (1, 7, 0));
+        t.committed("p0", MessageId::new(1, 7, 0));
         assert_eq!(t.due(), vec![("p0".into(), (1, 7))]);
     }
 
@@ -166,8 +165,8 @@ mod tests {
         let mut t = AckTracker::default();
         forward(&mut t, "p0", &[(1, 2)]);
         forward(&mut t, "p1", &[(1, 2)]);
-        t.committed("p0", (1, 1, 1));
-        t.committed("p1", (1, 1, 0));
+        t.committed("p0", MessageId::new(1, 1, 1));
+        t.committed("p1", MessageId::new(1, 1, 0));
         assert_eq!(t.due(), vec![("p0".into(), (1, 1))]);
     }
 
@@ -191,7 +190,7 @@ mod tests {
     fn acks_are_sent_again_after_a_rebuild_without_counting_twice() {
         let mut t = AckTracker::default();
         forward(&mut t, "p0", &[(10, 2)]);
-        t.committed("p0", (1, 10, 1));
+        t.committed("p0", MessageId::new(1, 10, 1));
         assert_eq!(t.acked("p0", (1, 10)), 2);
         assert!(t.due().is_empty());
         t.reassert();
@@ -203,11 +202,11 @@ mod tests {
     fn commits_never_move_the_ack_back() {
         let mut t = AckTracker::default();
         forward(&mut t, "p0", &[(10, 1), (11, 1)]);
-        t.committed("p0", (1, 11, 0));
-        t.committed("p0", (1, 10, 0));
+        t.committed("p0", MessageId::new(1, 11, 0));
+        t.committed("p0", MessageId::new(1, 10, 0));
         assert_eq!(t.due(), vec![("p0".into(), (1, 11))]);
         // Unknown partitions and positions are ignored.
-        t.committed("nope", (1, 1, 0));
+        t.committed("nope", MessageId::new(1, 1, 0));
         assert_eq!(t.due().len(), 1);
     }
 
@@ -215,7 +214,7 @@ mod tests {
     fn the_first_partial_commit_acks_nothing() {
         let mut t = AckTracker::default();
         forward(&mut t, "p0", &[(10, 3)]);
-        t.committed("p0", (1, 10, 0));
+        t.committed("p0", MessageId::new(1, 10, 0));
         assert!(t.due().is_empty());
         assert!(!t.settled("p0"));
     }

@@ -13,8 +13,8 @@ use anyhow::{Context, bail};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
-use super::Key;
 use crate::config::Config;
+use crate::message::MessageId;
 
 /// How long one admin request may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,9 +42,13 @@ fn minus_one() -> i32 {
 }
 
 impl AdminMessageId {
-    /// `None` for "no message" (an empty topic answers entry -1); else its key, batch index 0 when not batched.
-    pub fn key(self) -> Option<Key> {
-        (self.ledger_id >= 0 && self.entry_id >= 0).then_some((self.ledger_id, self.entry_id, self.batch_index.max(0)))
+    /// `None` for "no message" (an empty topic answers entry -1); else its id, batch index 0 when not batched.
+    pub fn id(self) -> Option<MessageId> {
+        (self.ledger_id >= 0 && self.entry_id >= 0).then_some(MessageId::new(
+            self.ledger_id,
+            self.entry_id,
+            self.batch_index.max(0),
+        ))
     }
 }
 
@@ -178,9 +182,9 @@ impl Admin {
             }
             bail!("GET {url}: HTTP {status}: {}", text.trim());
         }
-        let id: AdminMessageId =
+        let answer: AdminMessageId =
             serde_json::from_str(&text).with_context(|| format!("GET {url}: unexpected answer {text:?}"))?;
-        Ok(id.key().map(|_| id))
+        Ok(answer.id().map(|_| answer))
     }
 
     /// The ledgers of a partition and how many entries each holds.
@@ -218,9 +222,9 @@ impl Admin {
 
     /// Moves `subscription`'s cursor on one partition so that the next message it delivers is `(ledger, entry)`
     /// (the whole entry: Pulsar resets to entries).
-    pub async fn reset_cursor(&self, partition: &str, subscription: &str, at: Key) -> anyhow::Result<()> {
+    pub async fn reset_cursor(&self, partition: &str, subscription: &str, at: MessageId) -> anyhow::Result<()> {
         let url = self.url(partition, &format!("/subscription/{}/resetcursor", encode(subscription)));
-        let body = serde_json::json!({ "ledgerId": at.0, "entryId": at.1, "isExcluded": false });
+        let body = serde_json::json!({ "ledgerId": at.ledger, "entryId": at.entry, "isExcluded": false });
         let (status, text) = self.call(Method::POST, &url, Some(body)).await?;
         if !status.is_success() {
             bail!("resetting the cursor of {subscription} on {partition}: HTTP {status}: {}", text.trim());
@@ -411,12 +415,12 @@ mod tests {
     #[test]
     fn message_ids_from_the_admin_api() {
         let plain: AdminMessageId = serde_json::from_str(r#"{"ledgerId":7,"entryId":3,"partitionIndex":-1}"#).unwrap();
-        assert_eq!(plain.key(), Some((7, 3, 0)));
+        assert_eq!(plain.id(), Some(MessageId::new(7, 3, 0)));
         let batch: AdminMessageId =
             serde_json::from_str(r#"{"ledgerId":7,"entryId":3,"partitionIndex":1,"batchIndex":4}"#).unwrap();
-        assert_eq!(batch.key(), Some((7, 3, 4)));
+        assert_eq!(batch.id(), Some(MessageId::new(7, 3, 4)));
         let empty: AdminMessageId = serde_json::from_str(r#"{"ledgerId":9,"entryId":-1}"#).unwrap();
-        assert_eq!(empty.key(), None);
+        assert_eq!(empty.id(), None);
     }
 
     #[test]

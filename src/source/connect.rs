@@ -16,7 +16,7 @@ use super::acks::AckTracker;
 use super::settings::Settings;
 use super::{PulsarConsumer, TOPIC_REFRESH};
 use crate::config::InitialPosition;
-use crate::message::{Position, RawMessage, Ts};
+use crate::message::{MessageId, Position, RawMessage, Ts};
 
 /// First delay before rebuilding a consumer; doubles up to `max_backoff`.
 pub(super) const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
@@ -39,7 +39,7 @@ pub(super) fn to_raw(msg: pulsar::consumer::Message<Vec<u8>>, tracker: &mut AckT
     };
     let publish_time: Ts =
         i64::try_from(payload.metadata.publish_time).ok().and_then(|ms| ms.checked_mul(1000)).unwrap_or(0);
-    let position = Position { source: tracker.source(&topic), ledger_id, entry_id, batch_index };
+    let position = Position { source: tracker.source(&topic), id: MessageId::new(ledger_id, entry_id, batch_index) };
     let raw = RawMessage { position, entry_size, publish_time, payload: Bytes::from(payload.data) };
     (raw, entry_size)
 }

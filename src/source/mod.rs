@@ -44,19 +44,15 @@ use pulsar::{Consumer, TokioExecutor};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::message::RawMessage;
+use crate::message::{EntryId, MessageId, RawMessage};
 use crate::metrics as m;
 use connect::{Backoff, Connecting, start_connect, to_raw};
 
 pub use acks::AckTracker;
 pub use settings::{Settings, full_topic_name};
 
-/// `(ledger, entry)` of a Pulsar entry.
-pub type EntryId = (i64, i64);
-/// `(ledger, entry, batch index)` of a message.
-pub type Key = (i64, i64, i32);
 /// The highest committed position per partition topic, as the writer reports it after each commit.
-pub type Committed = HashMap<String, Key>;
+pub type Committed = HashMap<String, MessageId>;
 
 type PulsarConsumer = Consumer<Vec<u8>, TokioExecutor>;
 
@@ -179,8 +175,8 @@ impl Source {
                 }
                 commit = commits.recv() => match commit {
                     Some(committed) => {
-                        for (topic, key) in committed {
-                            tracker.committed(&topic, key);
+                        for (topic, id) in committed {
+                            tracker.committed(&topic, id);
                         }
                         if let Some(l) = live.as_mut() {
                             flush_acks(l, &mut tracker).await;

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 
 use sqlx::PgConnection;
 
+use crate::message::MessageId;
+
 /// Creates missing rows (they are locked by the insert itself) and locks and returns the existing ones.
 const LOCK: &str = "
 WITH missing AS (
@@ -45,54 +47,46 @@ FROM lookout_ingester.consumer_position
 WHERE subscription = $1 AND topic = ANY($2::text[])
 ORDER BY topic";
 
-/// Positions `(ledger, entry, batch index)` per topic partition.
-pub type Positions = HashMap<String, (i64, i64, i32)>;
+/// The position per topic partition.
+pub type Positions = HashMap<String, MessageId>;
 
-pub async fn lock(conn: &mut PgConnection, subscription: &str, topics: &[String]) -> sqlx::Result<Positions> {
-    let rows: Vec<(String, i64, i64, i32)> =
-        sqlx::query_as(LOCK).bind(subscription).bind(topics).fetch_all(&mut *conn).await?;
-    Ok(rows.into_iter().map(|(t, l, e, b)| (t, (l, e, b))).collect())
+/// A position row as selected: topic, ledger, entry, batch index.
+type Row = (String, i64, i64, i32);
+
+fn positions(rows: Vec<Row>) -> Positions {
+    rows.into_iter().map(|(t, l, e, b)| (t, MessageId::new(l, e, b))).collect()
 }
 
-pub async fn save(
-    conn: &mut PgConnection,
-    subscription: &str,
-    positions: &HashMap<String, (i64, i64, i32)>,
-) -> sqlx::Result<()> {
+pub async fn lock(conn: &mut PgConnection, subscription: &str, topics: &[String]) -> sqlx::Result<Positions> {
+    let rows: Vec<Row> = sqlx::query_as(LOCK).bind(subscription).bind(topics).fetch_all(&mut *conn).await?;
+    Ok(positions(rows))
+}
+
+pub async fn save(conn: &mut PgConnection, subscription: &str, positions: &Positions) -> sqlx::Result<()> {
     update(conn, SAVE, subscription, positions).await
 }
 
 /// Sets each position back to the given one where it is further on; positions already behind it stay.
-pub async fn move_back(
-    conn: &mut PgConnection,
-    subscription: &str,
-    positions: &HashMap<String, (i64, i64, i32)>,
-) -> sqlx::Result<()> {
+pub async fn move_back(conn: &mut PgConnection, subscription: &str, positions: &Positions) -> sqlx::Result<()> {
     update(conn, MOVE_BACK, subscription, positions).await
 }
 
 pub async fn read(conn: &mut PgConnection, subscription: &str, topics: &[String]) -> sqlx::Result<Positions> {
-    let rows: Vec<(String, i64, i64, i32)> =
-        sqlx::query_as(READ).bind(subscription).bind(topics).fetch_all(&mut *conn).await?;
-    Ok(rows.into_iter().map(|(t, l, e, b)| (t, (l, e, b))).collect())
+    let rows: Vec<Row> = sqlx::query_as(READ).bind(subscription).bind(topics).fetch_all(&mut *conn).await?;
+    Ok(positions(rows))
 }
 
-async fn update(
-    conn: &mut PgConnection,
-    sql: &str,
-    subscription: &str,
-    positions: &HashMap<String, (i64, i64, i32)>,
-) -> sqlx::Result<()> {
+async fn update(conn: &mut PgConnection, sql: &str, subscription: &str, positions: &Positions) -> sqlx::Result<()> {
     if positions.is_empty() {
         return Ok(());
     }
     let mut topics = Vec::new();
     let (mut ledgers, mut entries, mut indexes) = (Vec::new(), Vec::new(), Vec::new());
-    for (topic, (l, e, b)) in positions {
+    for (topic, id) in positions {
         topics.push(topic.as_str());
-        ledgers.push(*l);
-        entries.push(*e);
-        indexes.push(*b);
+        ledgers.push(id.ledger);
+        entries.push(id.entry);
+        indexes.push(id.batch_index);
     }
     sqlx::query(sql)
         .bind(subscription)

@@ -21,12 +21,12 @@ impl Writer {
         let mut report = WriteReport::default();
 
         // 1. positions: lock, and skip what is already committed.
-        let mut highest: HashMap<String, (i64, i64, i32)> = HashMap::new();
+        let mut highest: position::Positions = HashMap::new();
         for msg in &batch.messages {
             let p = &msg.raw.position;
-            let entry = highest.entry(p.source.to_string()).or_insert(p.key());
-            if p.key() > *entry {
-                *entry = p.key();
+            let entry = highest.entry(p.source.to_string()).or_insert(p.id);
+            if p.id > *entry {
+                *entry = p.id;
             }
         }
         let committed = match &self.subscription {
@@ -41,7 +41,7 @@ impl Writer {
             .iter()
             .filter(|msg| {
                 let p = &msg.raw.position;
-                committed.get(p.source.as_ref()).is_none_or(|done| p.key() > *done)
+                committed.get(p.source.as_ref()).is_none_or(|done| p.id > *done)
             })
             .collect();
         report.skipped_messages = batch.messages.len() - fresh.len();

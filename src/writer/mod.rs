@@ -22,7 +22,6 @@ mod isolate;
 mod reconcile;
 mod records;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -32,6 +31,7 @@ use crate::convert::Converter;
 use crate::metrics as m;
 use crate::states::RowsWritten;
 use crate::store::Store;
+use crate::store::position::Positions;
 use crate::store::retry::{RetryPolicy, retry};
 
 pub use crate::store::StoreError;
@@ -40,7 +40,7 @@ pub use crate::store::StoreError;
 #[derive(Debug, Default, Clone)]
 pub struct WriteReport {
     /// The highest committed position per source (topic partition), for acknowledgements.
-    pub committed: HashMap<String, (i64, i64, i32)>,
+    pub committed: Positions,
     /// Messages skipped because an earlier transaction had already committed them.
     pub skipped_messages: usize,
     /// Messages and events this transaction committed (not counting skipped ones, nor re-applied parked events).

@@ -7,7 +7,7 @@ use prost::Message as _;
 
 use crate::changes::{Quarantined, Sanitized};
 use crate::decode::{DecodedMessage, Rejection, event_keys, event_kind};
-use crate::message::{EventId, Position, RawMessage};
+use crate::message::{EventId, MessageId, Position, RawMessage};
 use crate::proto::armadaevents::EventSequence;
 use crate::proto::armadaevents::event_sequence::Event;
 use crate::store::parked::WaitsFor;
@@ -22,9 +22,7 @@ pub(super) fn in_stream_order(messages: &mut [DecodedMessage]) {
 pub(super) fn unparked_message(row: parked::Row) -> DecodedMessage {
     let position = Position {
         source: row.source.as_str().into(),
-        ledger_id: row.ledger_id,
-        entry_id: row.entry_id,
-        batch_index: row.batch_index,
+        id: MessageId::new(row.ledger_id, row.entry_id, row.batch_index),
     };
     let publish_time = row.publish_time.map(|t| t.timestamp_micros()).unwrap_or(0);
     let body = match Event::decode(row.event.as_slice()) {
@@ -59,9 +57,9 @@ pub(super) fn parked_rows(view: &[&DecodedMessage], orphans: &[(EventId, WaitsFo
         let p = &msg.raw.position;
         rows.push(parked::Row {
             source: p.source.to_string(),
-            ledger_id: p.ledger_id,
-            entry_id: p.entry_id,
-            batch_index: p.batch_index,
+            ledger_id: p.id.ledger,
+            entry_id: p.id.entry,
+            batch_index: p.id.batch_index,
             event_index: (msg.event_base + id.event) as i32,
             publish_time: chrono::DateTime::from_timestamp_micros(msg.raw.publish_time),
             waits_for: waits_for.as_str().to_string(),
@@ -86,9 +84,9 @@ pub(super) fn quarantine_row(view: &[&DecodedMessage], q: &Quarantined) -> quara
     let text = |b: &[u8]| strip_nul(&String::from_utf8_lossy(b));
     let mut row = quarantine::Row {
         source: p.source.to_string(),
-        ledger_id: p.ledger_id,
-        entry_id: p.entry_id,
-        batch_index: p.batch_index,
+        ledger_id: p.id.ledger,
+        entry_id: p.id.entry,
+        batch_index: p.id.batch_index,
         event_index: q.event.map(|e| (msg.event_base + e) as i32),
         publish_time: chrono::DateTime::from_timestamp_micros(msg.raw.publish_time),
         reason: q.reason.as_str().to_string(),
@@ -129,9 +127,9 @@ pub(super) fn sanitized_rows(view: &[&DecodedMessage], fixes: &[&Sanitized]) -> 
             let p = &msg.raw.position;
             sanitized::Row {
                 source: p.source.to_string(),
-                ledger_id: p.ledger_id,
-                entry_id: p.entry_id,
-                batch_index: p.batch_index,
+                ledger_id: p.id.ledger,
+                entry_id: p.id.entry,
+                batch_index: p.id.batch_index,
                 event_index: (msg.event_base + s.source.event) as i32,
                 job_id: s.job_id.as_deref().map(strip_nul),
                 run_id: s.run_id.as_deref().map(strip_nul),

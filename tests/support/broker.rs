@@ -6,6 +6,8 @@ use pulsar::compression::{Compression, CompressionZlib};
 use pulsar::routing_policy::RoutingPolicy;
 use pulsar::{Producer, ProducerOptions, Pulsar, TokioExecutor, producer};
 
+use lookout_ingester::message::MessageId;
+
 use super::http::{eventually, http};
 use super::stream::Keyed;
 
@@ -176,8 +178,8 @@ impl Broker {
 }
 
 /// Publishes the messages in order (keyed; with a batching producer they go out in producer batches) and waits
-/// for every receipt; returns each message's `(ledger, entry, batch index)`.
-pub async fn publish(p: &mut Producer<TokioExecutor>, messages: &[Keyed]) -> Vec<(i64, i64, i32)> {
+/// for every receipt; returns each message's id.
+pub async fn publish(p: &mut Producer<TokioExecutor>, messages: &[Keyed]) -> Vec<MessageId> {
     let mut ids = Vec::with_capacity(messages.len());
     // In windows: the client refuses too many messages awaiting their receipt.
     for window in messages.chunks(500) {
@@ -191,9 +193,14 @@ pub async fn publish(p: &mut Producer<TokioExecutor>, messages: &[Keyed]) -> Vec
             assert!(e.to_string().contains("not a batching producer"), "flush batch: {e}");
         }
         for r in receipts {
-            let id = r.await.expect("receipt").message_id.expect("receipt carries a message id");
-            ids.push((id.ledger_id as i64, id.entry_id as i64, id.batch_index.unwrap_or(0).max(0)));
+            ids.push(receipt_id(r.await.expect("receipt")));
         }
     }
     ids
+}
+
+/// The message id a send receipt reports (batch index 0 when not batched).
+pub fn receipt_id(r: pulsar::proto::CommandSendReceipt) -> MessageId {
+    let id = r.message_id.expect("receipt carries a message id");
+    MessageId::new(id.ledger_id as i64, id.entry_id as i64, id.batch_index.unwrap_or(0).max(0))
 }

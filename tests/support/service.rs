@@ -3,10 +3,12 @@
 
 use std::time::{Duration, Instant};
 
+use lookout_ingester::message::MessageId;
 use pulsar::compression::{Compression, CompressionZlib};
 use pulsar::{Producer, ProducerOptions, Pulsar, TokioExecutor};
 use sqlx::PgPool;
 
+use super::broker::receipt_id;
 use super::events::*;
 use super::http::http;
 use super::rows;
@@ -57,8 +59,8 @@ pub async fn topic_producer(client: &Pulsar<TokioExecutor>, topic: &str) -> Prod
     client.producer().with_topic(topic).with_options(options).build().await.expect("producer")
 }
 
-/// Publishes the messages as one producer batch (one entry) and returns each message's `(ledger, entry, index)`.
-pub async fn publish_entry(p: &mut Producer<TokioExecutor>, messages: &[Vec<u8>]) -> Vec<(i64, i64, i32)> {
+/// Publishes the messages as one producer batch (one entry) and returns each message's id.
+pub async fn publish_entry(p: &mut Producer<TokioExecutor>, messages: &[Vec<u8>]) -> Vec<MessageId> {
     let mut receipts = Vec::new();
     for m in messages {
         receipts.push(p.send_non_blocking(m.clone()).await.expect("queue message"));
@@ -72,18 +74,13 @@ pub async fn publish_entry(p: &mut Producer<TokioExecutor>, messages: &[Vec<u8>]
 }
 
 /// Publishes each message on its own (one entry each, when the producer does not batch).
-pub async fn publish_each(p: &mut Producer<TokioExecutor>, messages: &[Vec<u8>]) -> Vec<(i64, i64, i32)> {
+pub async fn publish_each(p: &mut Producer<TokioExecutor>, messages: &[Vec<u8>]) -> Vec<MessageId> {
     let mut ids = Vec::new();
     for m in messages {
         let receipt = p.send_non_blocking(m.clone()).await.expect("send").await.expect("receipt");
         ids.push(receipt_id(receipt));
     }
     ids
-}
-
-pub fn receipt_id(r: pulsar::proto::CommandSendReceipt) -> (i64, i64, i32) {
-    let id = r.message_id.expect("receipt carries a message id");
-    (id.ledger_id as i64, id.entry_id as i64, id.batch_index.unwrap_or(0).max(0))
 }
 
 // ------------------------------------------------------------------------------------------------ Postgres

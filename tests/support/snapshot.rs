@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use lookout_ingester::config::Config;
 use lookout_ingester::convert::Converter;
+use lookout_ingester::message::MessageId;
 use sqlx::PgPool;
 
 use super::db::TestDb;
@@ -131,8 +132,8 @@ pub async fn reference(messages: &[Vec<u8>], config: &Config, batch_events: usiz
     Snapshot::read(&db.pool).await
 }
 
-/// Committed positions `(topic → (ledger, entry, batch index))` of a subscription.
-pub async fn positions(pool: &PgPool, subscription: &str) -> BTreeMap<String, (i64, i64, i32)> {
+/// Committed positions (topic → message id) of a subscription.
+pub async fn positions(pool: &PgPool, subscription: &str) -> BTreeMap<String, MessageId> {
     let rows: Vec<(String, i64, i64, i32)> = sqlx::query_as(
         "SELECT topic, ledger_id, entry_id, batch_index FROM lookout_ingester.consumer_position WHERE subscription = $1",
     )
@@ -140,7 +141,7 @@ pub async fn positions(pool: &PgPool, subscription: &str) -> BTreeMap<String, (i
     .fetch_all(pool)
     .await
     .unwrap_or_default();
-    rows.into_iter().map(|(t, l, e, b)| (t, (l, e, b))).collect()
+    rows.into_iter().map(|(t, l, e, b)| (t, MessageId::new(l, e, b))).collect()
 }
 
 pub fn temp_path(dir: &Path, name: &str) -> PathBuf {
