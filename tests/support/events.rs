@@ -2,3 +2,6 @@
 //! vocabulary, `lookout_ingester::loadgen::events`, so tests, `loadgen` and the benchmarks build events one way.
 
 pub use lookout_ingester::loadgen::events::*;
+
+/// When the tests' event streams start (Unix seconds).
+pub const T0: i64 = 1_700_000_000;

@@ -8,7 +8,8 @@ use super::child::ChildSpec;
 use super::events::*;
 use super::stream::Keyed;
 
-pub const T0: i64 = 1_700_000_000;
+pub use super::events::T0;
+
 /// Longest a test waits for the service to catch up.
 pub const CATCH_UP: Duration = Duration::from_secs(180);
 

@@ -6,13 +6,14 @@
 //! - `rows`: row readers; `snapshot`: every table the ingester writes, compared exactly;
 //! - `http`: a tiny HTTP client, Prometheus text, polling; `broker`: Pulsar topics, stats, producers;
 //! - `child`: the real binary as a child process; `private`: a private Postgres + Pulsar pair; `faults`: what the
-//!   fault tests share; `protoc`: protoc plumbing for the wire tests.
+//!   fault tests share; `defects`: what the defect tests share; `protoc`: protoc plumbing for the wire tests.
 #![allow(dead_code)]
 
 pub mod app;
 pub mod broker;
 pub mod child;
 pub mod db;
+pub mod defects;
 pub mod digest;
 pub mod events;
 pub mod faults;

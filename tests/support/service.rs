@@ -14,7 +14,7 @@ use super::http::http;
 use super::rows;
 use super::snapshot::Snapshot;
 
-pub const T0: i64 = 1_700_000_000;
+pub use super::events::T0;
 /// Longest a service test waits for a condition.
 pub const WAIT: Duration = Duration::from_secs(90);
 
