@@ -13,6 +13,7 @@ use lookout_ingester::proto::armadaevents::{self as ev, EventKind, error::Reason
 use sqlx::PgPool;
 use support::db::TestDb;
 use support::events::*;
+use support::http::eventually;
 use support::ingest::ingest_with;
 
 const T: i64 = 1_767_000_000;
@@ -422,11 +423,11 @@ async fn the_service_prunes_periodically_only_when_configured() {
 
     let on = AnalyticsConfig { prune_interval: Duration::from_millis(200), ..AnalyticsConfig::default() };
     let task = tokio::spawn(periodic(db.pool.clone(), on, cancel.clone()));
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while count(&db.pool, "SELECT count(*) FROM job WHERE job_id LIKE 'old-%'").await > 0 {
-        assert!(std::time::Instant::now() < deadline, "the periodic prune did not run");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let pool = &db.pool;
+    eventually("the periodic prune", Duration::from_secs(20), || async move {
+        (count(pool, "SELECT count(*) FROM job WHERE job_id LIKE 'old-%'").await == 0).then_some(())
+    })
+    .await;
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops when cancelled").unwrap();
     assert_eq!(count(&db.pool, "SELECT count(*) FROM job").await, 2 + 10, "active and recent jobs stay");

@@ -12,6 +12,7 @@ use lookout_ingester::writer::Writer;
 use sqlx::Executor;
 use sqlx::postgres::PgConnectOptions;
 use support::events::*;
+use support::http::poll_until;
 use support::ingest::ingest;
 use support::rows;
 
@@ -47,21 +48,19 @@ async fn an_event_parked_while_a_concurrent_writer_creates_its_job_is_applied() 
     let url = db.url.clone();
     let writer_a = tokio::spawn(async move { ingest(&url, &[submit("j")], 10).await });
     // Wait until A is blocked inside its transaction (it has looked for parked events already: none).
-    let mut waiting = 0;
-    for _ in 0..200 {
-        waiting = rows::count(
-            &db.pool,
+    let pool = &db.pool;
+    let waiting = poll_until(Duration::from_secs(5), || async move {
+        let n = rows::count(
+            pool,
             // Only A can wait for a lock in this database (the blocker is idle in its transaction). The text of
             // A's statement is no help: pg_stat_activity keeps its first 1 kB, the CTEs before the INSERT.
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
         )
         .await;
-        if waiting > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(waiting, 1, "writer A should be waiting on the blocker");
+        (n > 0).then_some(n)
+    })
+    .await;
+    assert_eq!(waiting, Some(1), "writer A should be waiting on the blocker");
 
     // Writer B: the job does not exist for it, so the lease is parked, and B commits.
     let b = ingest(&db.url, &[lease("j", "r")], 10).await;

@@ -4,7 +4,8 @@
 //! - `app`: the service on a fresh database and topic (`spawn_app`);
 //! - `events`: event builders; `stream`: a realistic many-job stream; `ingest`: the `apply` path;
 //! - `rows`: row readers; `snapshot`: every table the ingester writes, compared exactly;
-//! - `http`: a tiny HTTP client, Prometheus text, polling; `broker`: Pulsar topics, stats, producers;
+//! - `http`: a tiny HTTP client, Prometheus text, polling (`eventually`, `poll_until`);
+//! - `broker`: Pulsar topics, stats, producers;
 //! - `child`: the real binary as a child process; `private`: a private Postgres + Pulsar pair; `faults`: what the
 //!   fault tests share; `defects`: what the defect tests share; `protoc`: protoc plumbing for the wire tests.
 #![allow(dead_code)]

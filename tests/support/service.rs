@@ -1,7 +1,7 @@
 //! What the service tests (`tests/service*.rs`) share: producers that publish whole entries or one message per
 //! entry, convergence to the reference rows, and a small job stream spread over two partitions.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lookout_ingester::message::MessageId;
 use pulsar::compression::{Compression, CompressionZlib};
@@ -10,7 +10,7 @@ use sqlx::PgPool;
 
 use super::broker::receipt_id;
 use super::events::*;
-use super::http::http;
+use super::http::{http, poll_until};
 use super::rows;
 use super::snapshot::Snapshot;
 
@@ -88,23 +88,22 @@ pub async fn publish_each(p: &mut Producer<TokioExecutor>, messages: &[Vec<u8>])
 /// Polls until the service's `job` and `job_run` rows equal `want`; on timeout fails showing the first difference.
 pub async fn assert_rows_converge(pool: &PgPool, want: &Snapshot) {
     let want = &(want.jobs.clone(), want.runs.clone());
-    let deadline = Instant::now() + WAIT;
-    loop {
+    let converged = poll_until(WAIT, || async move {
         let got = (rows::jobs(pool).await, rows::runs(pool).await);
-        if &got == want {
-            return;
-        }
-        if Instant::now() >= deadline {
-            assert_eq!(got.0.len(), want.0.len(), "job rows");
-            assert_eq!(got.1.len(), want.1.len(), "job_run rows");
-            for (g, w) in got.0.iter().zip(&want.0) {
-                assert_eq!(g, w, "job row differs from the reference");
-            }
-            for (g, w) in got.1.iter().zip(&want.1) {
-                assert_eq!(g, w, "job_run row differs from the reference");
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        (&got == want).then_some(())
+    })
+    .await;
+    if converged.is_some() {
+        return;
+    }
+    let got = (rows::jobs(pool).await, rows::runs(pool).await);
+    assert_eq!(got.0.len(), want.0.len(), "job rows");
+    assert_eq!(got.1.len(), want.1.len(), "job_run rows");
+    for (g, w) in got.0.iter().zip(&want.0) {
+        assert_eq!(g, w, "job row differs from the reference");
+    }
+    for (g, w) in got.1.iter().zip(&want.1) {
+        assert_eq!(g, w, "job_run row differs from the reference");
     }
 }
 
