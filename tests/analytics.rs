@@ -15,6 +15,7 @@ use support::db::TestDb;
 use support::events::*;
 use support::http::eventually;
 use support::ingest::ingest_with;
+use support::rows::count;
 
 const T: i64 = 1_767_000_000;
 
@@ -290,10 +291,6 @@ INSERT INTO job_spec (job_id, job_spec) SELECT job_id, '\\x789c030000000001' FRO
 INSERT INTO job_error (job_id, error) SELECT job_id, '\\x00' FROM job;
 "
     )
-}
-
-async fn count(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
 #[tokio::test]
