@@ -3,9 +3,10 @@
 //! subscriptions, the message id at a publish time, creating or resetting a subscription's cursor; for `loadgen` and
 //! `bench` creating and deleting partitioned topics and reading subscription cursors.
 //!
-//! The base URL is the service's (`pulsar.rest_url`, else derived from `pulsar.url`); the JWT, when Pulsar
-//! authentication is on, is sent as a bearer token; `https://` verifies the broker against
-//! `pulsar.tls_trust_certs_file_path` (and the usual web roots).
+//! One client type, [`Admin`], one way to authenticate: the base URL is the service's (`pulsar.rest_url`, else
+//! derived from `pulsar.url`); the JWT, when Pulsar authentication is on, is sent as a bearer token, read again for
+//! each request (a token file may be rotated); `https://` verifies the broker against
+//! `pulsar.tls_trust_certs_file_path` (and the usual web roots). Answers are read up to [`MAX_ANSWER`] bytes.
 
 use std::time::Duration;
 
@@ -13,18 +14,21 @@ use anyhow::{Context, bail};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
+use super::settings::{Settings, Token};
 use crate::config::Config;
 use crate::message::MessageId;
 
 /// How long one admin request may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest admin API answer read (a guard against a runaway answer; real ones are far smaller).
+const MAX_ANSWER: usize = 64 << 20;
 
 /// An admin API client for one broker cluster.
 #[derive(Clone, Debug)]
 pub struct Admin {
     http: reqwest::Client,
     base: String,
-    token: Option<String>,
+    token: Option<Token>,
 }
 
 /// A message id as the admin API writes it (`MessageIdImpl`, or `BatchMessageIdImpl` with `batchIndex`).
@@ -76,30 +80,24 @@ struct LedgerInfo {
 impl Admin {
     /// The admin client the configuration describes.
     pub fn from_config(config: &Config) -> anyhow::Result<Admin> {
-        let settings = super::Settings::from_config(config)?;
-        let base = settings.admin_url.context(
+        Admin::from_settings(&Settings::from_config(config)?)
+    }
+
+    /// The admin client of the source's settings: their admin URL, token and trust certificate.
+    pub(super) fn from_settings(settings: &Settings) -> anyhow::Result<Admin> {
+        let base = settings.admin_url.clone().context(
             "the Pulsar admin API is needed: set pulsar.rest_url (its address could not be derived from pulsar.url)",
         )?;
-        let p = &config.pulsar;
-        let token = match (p.authentication_enabled, &p.jwt_token_path, &p.jwt_token) {
-            (false, _, _) => None,
-            (true, Some(path), _) => Some(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read pulsar.jwt_token_path {}", path.display()))?
-                    .trim()
-                    .to_string(),
-            ),
-            (true, None, token) => token.as_ref().map(|t| t.trim().to_string()),
-        };
         let mut http = reqwest::Client::builder().timeout(TIMEOUT).connect_timeout(Duration::from_secs(10));
-        if let Some(path) = p.tls_trust_certs_file_path.as_ref().filter(|_| base.starts_with("https://")) {
+        if let Some(path) = settings.admin_trust_certs.as_ref().filter(|_| base.starts_with("https://")) {
             let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
             http = http.add_root_certificate(
                 reqwest::Certificate::from_pem(&pem)
                     .with_context(|| format!("{} is not a PEM certificate", path.display()))?,
             );
         }
-        Ok(Admin { http: http.build().context("cannot build the admin API client")?, base, token })
+        let http = http.build().context("cannot build the admin API client")?;
+        Ok(Admin { http, base, token: settings.token.clone() })
     }
 
     /// A client for `base` (`http://host:port`) without authentication.
@@ -122,17 +120,23 @@ impl Admin {
         url: &str,
         body: Option<serde_json::Value>,
     ) -> anyhow::Result<(StatusCode, String)> {
-        let mut request = self.http.request(method.clone(), url);
+        let mut request = self.http.request(method.clone(), url).header(reqwest::header::ACCEPT, "application/json");
         if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
+            request = request.bearer_auth(token.read().context("the Pulsar token for the admin API")?);
         }
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.with_context(|| format!("{method} {url}"))?;
+        let mut response = request.send().await.with_context(|| format!("{method} {url}"))?;
         let status = response.status();
-        let text = response.text().await.with_context(|| format!("{method} {url}: reading the answer"))?;
-        Ok((status, text))
+        let mut answer = Vec::new();
+        while let Some(chunk) = response.chunk().await.with_context(|| format!("{method} {url}: reading the answer"))? {
+            if answer.len() + chunk.len() > MAX_ANSWER {
+                bail!("{method} {url}: answer larger than {MAX_ANSWER} bytes");
+            }
+            answer.extend_from_slice(&chunk);
+        }
+        Ok((status, String::from_utf8_lossy(&answer).into_owned()))
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> anyhow::Result<Option<T>> {
@@ -212,10 +216,15 @@ impl Admin {
         Ok(self.get_json(&self.url(partition, "/subscriptions")).await?.unwrap_or_default())
     }
 
+    /// A partition's topic stats (`None`: no such topic).
+    pub async fn stats(&self, partition: &str) -> anyhow::Result<Option<serde_json::Value>> {
+        self.get_json(&self.url(partition, "/stats")).await
+    }
+
     /// The names of the consumers connected to `subscription` on a partition (empty when it has none or does not
     /// exist).
     pub async fn consumers(&self, partition: &str, subscription: &str) -> anyhow::Result<Vec<String>> {
-        let stats: serde_json::Value = self.get_json(&self.url(partition, "/stats")).await?.unwrap_or_default();
+        let stats = self.stats(partition).await?.unwrap_or_default();
         let consumers = stats["subscriptions"][subscription]["consumers"].as_array().cloned().unwrap_or_default();
         Ok(consumers.iter().map(|c| c["consumerName"].as_str().unwrap_or("(unnamed)").to_string()).collect())
     }
@@ -354,48 +363,6 @@ impl Ledgers {
     }
 }
 
-// ------------------------------------------------------------------------------------------------ watchdog
-use std::sync::OnceLock;
-
-/// How long one admin API request may take.
-pub(super) const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest admin API answer read.
-const ADMIN_MAX_BODY: usize = 8 << 20;
-
-/// One client per process (it pools connections).
-fn client() -> Result<&'static reqwest::Client, String> {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    if let Some(client) = CLIENT.get() {
-        return Ok(client);
-    }
-    let client = reqwest::Client::builder()
-        .timeout(ADMIN_TIMEOUT)
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-    Ok(CLIENT.get_or_init(|| client))
-}
-
-/// `GET url` on the admin API (`http://` or `https://`), the body parsed as JSON; any answer but 200 is an error.
-pub(super) async fn admin_get(url: &str, token: Option<&[u8]>) -> Result<serde_json::Value, String> {
-    let mut request = client()?.get(url).header(reqwest::header::ACCEPT, "application/json");
-    if let Some(token) = token {
-        request = request.bearer_auth(String::from_utf8_lossy(token));
-    }
-    let mut response = request.send().await.map_err(|e| format!("send: {e}"))?;
-    let status = response.status();
-    if status != reqwest::StatusCode::OK {
-        return Err(format!("HTTP {}", status.as_u16()));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| format!("read: {e}"))? {
-        if body.len() + chunk.len() > ADMIN_MAX_BODY {
-            return Err(format!("answer larger than {ADMIN_MAX_BODY} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    serde_json::from_slice(&body).map_err(|e| format!("JSON: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,6 +388,47 @@ mod tests {
         assert_eq!(batch.id(), Some(MessageId::new(7, 3, 4)));
         let empty: AdminMessageId = serde_json::from_str(r#"{"ledgerId":9,"entryId":-1}"#).unwrap();
         assert_eq!(empty.id(), None);
+    }
+
+    /// Serves `answers` requests on a local port with `{}`; returns the base URL and, at the end, each request's
+    /// `Authorization` header.
+    async fn recording_server(answers: usize) -> (String, tokio::task::JoinHandle<Vec<Option<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..answers {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let (mut head, mut buf) = (Vec::new(), [0u8; 1024]);
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = conn.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "the request ended early");
+                    head.extend_from_slice(&buf[..n]);
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                seen.push(head.lines().find(|l| l.starts_with("authorization:")).map(str::to_string));
+                let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+                conn.write_all(answer.as_bytes()).await.unwrap();
+            }
+            seen
+        });
+        (base, server)
+    }
+
+    #[tokio::test]
+    async fn a_token_file_is_read_again_for_each_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "first\n").unwrap();
+        let (base, server) = recording_server(2).await;
+        let admin = Admin { token: Some(Token::File(path.clone())), ..Admin::new(&base) };
+        admin.stats("persistent://public/default/t").await.unwrap();
+        std::fs::write(&path, "second\n").unwrap();
+        admin.stats("persistent://public/default/t").await.unwrap();
+        let seen = server.await.unwrap();
+        let want = ["authorization: bearer first", "authorization: bearer second"].map(|h| Some(h.to_string()));
+        assert_eq!(seen, want);
     }
 
     #[test]

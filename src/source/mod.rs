@@ -46,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::message::{EntryId, MessageId, RawMessage};
 use crate::metrics as m;
+use admin::Admin;
 use connect::{Backoff, Connecting, start_connect, to_raw};
 
 pub use acks::AckTracker;
@@ -107,6 +108,8 @@ async fn reserve(out: Option<&mpsc::Sender<RawMessage>>) -> Result<mpsc::Permit<
 pub struct Source {
     settings: Arc<Settings>,
     status: Subscription,
+    /// The admin API client the watchdog asks, or why there is none.
+    admin: Result<Admin, String>,
 }
 
 /// The consumer and what goes with it while it is up.
@@ -129,7 +132,11 @@ struct Live {
 
 impl Source {
     pub fn new(settings: Settings, status: Subscription) -> Self {
-        Source { settings: Arc::new(settings), status }
+        let admin = match settings.admin_url {
+            None => Err("no admin URL (pulsar.rest_url)".to_string()),
+            Some(_) => Admin::from_settings(&settings).map_err(|e| format!("admin API client: {e:#}")),
+        };
+        Source { settings: Arc::new(settings), status, admin }
     }
 
     /// Runs until shutdown: forwards messages on `out` (bounded; the consumer is not read while it is full) and

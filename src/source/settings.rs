@@ -8,11 +8,22 @@ use anyhow::Context;
 
 use crate::config::{Config, InitialPosition};
 
-/// Where the JWT comes from; a file is read again at every (re)connect, so a rotated token is picked up.
+/// Where the JWT comes from; a file is read again at every use (each (re)connect, each admin API request), so a
+/// rotated token is picked up.
 #[derive(Clone, Debug)]
-enum Token {
+pub(super) enum Token {
     File(PathBuf),
     Value(String),
+}
+
+impl Token {
+    /// The token now.
+    pub(super) fn read(&self) -> anyhow::Result<String> {
+        match self {
+            Token::Value(t) => Ok(t.clone()),
+            Token::File(path) => read_token(path),
+        }
+    }
 }
 
 /// Everything the source needs from the configuration, checked once at start.
@@ -28,12 +39,15 @@ pub struct Settings {
     pub(super) trust_certs: Option<PathBuf>,
     pub(super) allow_insecure: bool,
     pub(super) validate_hostname: bool,
-    token: Option<Token>,
+    pub(super) token: Option<Token>,
     pub max_backoff: Duration,
     pub idle_rebuild_after: Duration,
     /// Pulsar's admin REST API (`http://host:port`), asked by the idle watchdog which consumer is active on a
     /// partition: `pulsar.rest_url` (Armada's `pulsar.restURL`), else the service URL's host on port 8080.
     pub admin_url: Option<String>,
+    /// The CA the admin API's `https://` certificate is verified against (`pulsar.tls_trust_certs_file_path`,
+    /// whether or not the service URL uses TLS).
+    pub(super) admin_trust_certs: Option<PathBuf>,
 }
 
 impl Settings {
@@ -87,15 +101,12 @@ impl Settings {
             max_backoff: Duration::from_secs(config.max_backoff.max(1)),
             idle_rebuild_after: p.idle_rebuild_after,
             admin_url: admin_url(p.rest_url.as_deref(), &p.url),
+            admin_trust_certs: p.tls_trust_certs_file_path.clone(),
         })
     }
 
     pub(super) fn token(&self) -> anyhow::Result<Option<Vec<u8>>> {
-        match &self.token {
-            None => Ok(None),
-            Some(Token::Value(t)) => Ok(Some(t.clone().into_bytes())),
-            Some(Token::File(path)) => Ok(Some(read_token(path)?.into_bytes())),
-        }
+        self.token.as_ref().map(|t| t.read().map(String::into_bytes)).transpose()
     }
 }
 

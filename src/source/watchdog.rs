@@ -4,8 +4,10 @@
 use std::time::{Duration, Instant};
 
 use super::acks::AckTracker;
-use super::admin::{ADMIN_TIMEOUT, admin_get};
 use super::{CONNECTION_CHECK, Live, Source, TOPIC_REFRESH};
+
+/// How long the watchdog waits for the admin API's answer about one partition.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Source {
     /// While idle (and not held back by a full pipeline, so the engines are not blocked handing us messages), asks
@@ -122,19 +124,15 @@ impl Source {
 
     /// Which consumer the broker dispatches `topic` to on our subscription, from the admin API's topic stats.
     async fn active_consumer(&self, topic: &str) -> Active {
-        let Some(base) = &self.settings.admin_url else {
-            return Active::Unknown("no admin URL (pulsar.rest_url)".into());
+        let admin = match &self.admin {
+            Ok(admin) => admin,
+            Err(why) => return Active::Unknown(why.clone()),
         };
-        // `persistent://tenant/ns/t-partition-0` → `{base}/admin/v2/persistent/tenant/ns/t-partition-0/stats`.
-        let url = format!("{base}/admin/v2/{}/stats", topic.replacen("://", "/", 1));
-        let token = match self.settings.token() {
-            Ok(token) => token,
-            Err(e) => return Active::Unknown(format!("token: {e:#}")),
-        };
-        match tokio::time::timeout(ADMIN_TIMEOUT, admin_get(&url, token.as_deref())).await {
-            Ok(Ok(stats)) => active_from_stats(&stats, &self.settings.subscription, &self.settings.consumer_name),
-            Ok(Err(e)) => Active::Unknown(format!("GET {url}: {e}")),
-            Err(_) => Active::Unknown(format!("GET {url}: no answer within {ADMIN_TIMEOUT:?}")),
+        match tokio::time::timeout(ADMIN_TIMEOUT, admin.stats(topic)).await {
+            Ok(Ok(Some(stats))) => active_from_stats(&stats, &self.settings.subscription, &self.settings.consumer_name),
+            Ok(Ok(None)) => Active::Unknown(format!("the stats of {topic}: HTTP 404")),
+            Ok(Err(e)) => Active::Unknown(format!("{e:#}")),
+            Err(_) => Active::Unknown(format!("the stats of {topic}: no answer within {ADMIN_TIMEOUT:?}")),
         }
     }
 }
