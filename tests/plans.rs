@@ -1,25 +1,27 @@
-//! Plan guards: the guarded merges of `store::job` and `store::job_run` reach stored rows by key, also on a young
-//! database whose tables were never analyzed (a rebuild from the topic runs faster than autovacuum looks). A plan
+//! Plan guards: the statements of a write (orphan take, merged inserts, guarded merges) reach stored rows and staged
+//! rows by key, also on a young database whose tables were never analyzed (a rebuild from the topic runs faster
+//! than autovacuum looks) and with staging tables that never are. A plan
 //! that scans a table once per staged row is quadratic in the batch and was once seen taking 90% of a batch.
 //!
 //! The test looks at plan shapes only (`EXPLAIN`, nothing timed).
 
 mod support;
 
-use lookout_ingester::store::{job, job_run};
+use lookout_ingester::store::{job, job_error, job_run, orphans, stage};
 use serde_json::Value;
 use sqlx::Executor;
 use support::events::*;
 
 const T0: i64 = 1_700_000_000;
 
-/// Seq scans of a real table that run once per row of an outer input (the inner side of a nested loop, or a
-/// subplan), as `(relation, path)`.
+/// Seq scans of a Lookout table or a staging table that run once per row of an outer input (the inner side of a
+/// nested loop, also under a Materialize, or a subplan), as `(relation, path)`.
 fn per_row_scans(node: &Value, per_row: bool, path: &str, out: &mut Vec<(String, String)>) {
     let kind = node["Node Type"].as_str().unwrap_or("?");
     let relation = node["Relation Name"].as_str().unwrap_or("");
     let here = format!("{path} > {kind}");
-    if per_row && kind == "Seq Scan" && matches!(relation, "job" | "job_run" | "job_spec" | "job_error") {
+    let ours = matches!(relation, "job" | "job_run" | "job_spec" | "job_error") || relation.starts_with("li_");
+    if per_row && kind == "Seq Scan" && ours {
         out.push((relation.to_string(), here.clone()));
     }
     let Some(children) = node["Plans"].as_array() else { return };
@@ -62,20 +64,40 @@ async fn merges_probe_stored_rows_by_key_while_statistics_are_missing() {
 
     // Stage what a batch of progress and updates for every job and run looks like (in a transaction: the staging
     // tables empty at commit).
-    conn.execute(job::STAGING).await.unwrap();
-    conn.execute(job_run::STAGING).await.unwrap();
+    // Plus as many new jobs, each with a run, a run update and progress (merged into their insert).
+    for ddl in stage::STAGING {
+        conn.execute(*ddl).await.unwrap();
+    }
     conn.execute("BEGIN").await.unwrap();
     conn.execute(
         "INSERT INTO li_job_progress (job_id, run_id, phase, at)
            SELECT job_id, run_id, phase, now() FROM job_run, generate_series(1, 3) phase;
          INSERT INTO li_job_update (job_id, priority, priority_at) SELECT job_id, 2, now() FROM job;
-         INSERT INTO li_run_update (run_id, active_state, started) SELECT run_id, 2, now() FROM job_run",
+         INSERT INTO li_run_update (run_id, active_state, started) SELECT run_id, 2, now() FROM job_run;
+         INSERT INTO li_job_new (job_id, queue, owner, jobset, cpu, memory, ephemeral_storage, gpu, priority,
+                                 submitted, namespace, annotations, external_job_uri)
+           SELECT 'new' || i, 'q', 'u', 'js', 1, 1, 0, 0, 1, now(), 'ns', '{}', '' FROM generate_series(1, 2000) i;
+         INSERT INTO li_run_new (run_id, job_id, cluster, leased) SELECT 'newrun' || i, 'new' || i, 'c', now()
+           FROM generate_series(1, 2000) i;
+         INSERT INTO li_run_update (run_id, active_state, started) SELECT 'newrun' || i, 2, now()
+           FROM generate_series(1, 2000) i;
+         INSERT INTO li_job_progress (job_id, run_id, phase, at) SELECT 'new' || i, 'newrun' || i, 3, now()
+           FROM generate_series(1, 2000) i;
+         INSERT INTO li_job_update (job_id, term_state, term_at) SELECT 'new' || i, 4, now()
+           FROM generate_series(1, 2000) i",
     )
     .await
     .unwrap();
 
     let mut found = Vec::new();
-    for (name, statement) in [("job::UPDATE", job::UPDATE), ("job_run::UPDATE", job_run::UPDATE)] {
+    for (name, statement) in [
+        ("orphans::TAKE", orphans::TAKE),
+        ("job::INSERT", job::INSERT),
+        ("job_run::INSERT", job_run::INSERT),
+        ("job::UPDATE", job::UPDATE),
+        ("job_run::UPDATE", job_run::UPDATE),
+        ("job_error::INSERT", job_error::INSERT),
+    ] {
         let plan: Value =
             sqlx::query_scalar(&format!("EXPLAIN (FORMAT JSON) {statement}")).fetch_one(&mut conn).await.unwrap();
         let root = &plan[0]["Plan"];

@@ -71,11 +71,11 @@ macro_rules! failure_column {
 ///   the progress point if it lies beyond the current one; priority applies to active jobs when not older than the
 ///   current one. A terminal job's `latest_run_id` still follows a newer run (`follow_run`), so that it does not
 ///   depend on whether a run's events arrive before or after the job's end.
-/// * `n`: the new value of every column the merge writes, and whether anything changes.
+/// * `n`: `d`'s columns, the new value of every column the merge writes, and whether anything changes.
 ///
-/// The `LIMIT 1` on the run probes (`run_id` is the key, so it changes no result) keeps the planner from flattening
-/// them into a join, which it may then run as a scan of `job_run` per staged job: quadratic, and seen taking 90% of
-/// a batch while `job_run` is young.
+/// The `LIMIT 1` on the probes (of the staged update and of runs; each is by key, so it changes no result) keeps
+/// the planner from flattening them into joins, which it may then run as a scan per staged job: quadratic, and
+/// seen taking 90% of a batch (the staging tables have no statistics; `job_run` has stale ones while young).
 macro_rules! job_merge {
     ($runs:literal) => {
         concat!(
@@ -101,7 +101,7 @@ d AS (
            (NOT c.terminal AND u.priority IS NOT NULL
               AND (c.ingester_priority_at IS NULL OR u.priority_at >= c.ingester_priority_at)) AS apply_priority
     FROM cur c
-    LEFT JOIN li_job_update u ON u.job_id = c.job_id
+    LEFT JOIN LATERAL (SELECT * FROM li_job_update x WHERE x.job_id = c.job_id LIMIT 1) u ON true
     LEFT JOIN LATERAL (
         SELECT COALESCE(p.run_id, c.latest_run_id) AS run_id, p.phase, p.at, r.leased AS run_leased
         FROM li_job_progress p
@@ -118,7 +118,7 @@ d AS (
         LIMIT 1
     ) b ON true
 ), n AS (
-    SELECT d.job_id AS key,
+    SELECT d.*, d.job_id AS key,
         CASE WHEN d.apply_preemption THEN 7::smallint
              WHEN d.apply_terminal THEN d.term_state
              WHEN d.apply_progress THEN (CASE d.b_phase WHEN 1 THEN 8 WHEN 2 THEN 2 WHEN 3 THEN 3 ELSE 1 END)::smallint
@@ -156,7 +156,9 @@ d AS (
 /// committed first: `ON CONFLICT DO NOTHING`) stay for [`UPDATE`]. Returns the number of rows inserted.
 ///
 /// `cur` holds each new job as a plain insert would write it (queued at its submit time, with its submitted
-/// priority); the merge then applies exactly what [`UPDATE`] would apply to that row. The runs these jobs'
+/// priority) and carries the staged columns through to the insert (`n` keeps `d.*`), so the staging table is never
+/// joined back: unanalyzed, it was estimated at a few rows and joined by a nested loop, quadratic in the batch
+/// (seen taking 85% of the statement). The merge then applies exactly what [`UPDATE`] would apply to that row. The runs these jobs'
 /// progress points name are staged in this batch (`li_run_new`: `store::orphans` ran before and took out the
 /// points naming runs that exist nowhere). The probe for a stored row also covers Lookout's hot/cold variant, whose
 /// primary key is `(job_id, state)` (docs/compatibility.md §3.8).
@@ -168,7 +170,9 @@ WITH cur AS (
            NULL::text AS cancel_user, NULL::text AS ingester_failure_category,
            NULL::text AS ingester_failure_subcategory, NULL::text AS ingester_failure_reason,
            NULL::text AS ingester_failure_message, NULL::text AS ingester_retry_policy,
-           NULL::timestamp AS cur_leased, 0 AS cur_phase, false AS terminal
+           NULL::timestamp AS cur_leased, 0 AS cur_phase, false AS terminal,
+           s.queue, s.owner, s.jobset, s.cpu, s.memory, s.ephemeral_storage, s.gpu, s.submitted, s.priority_class,
+           s.namespace, s.annotations, s.external_job_uri
     FROM li_job_new s
     LEFT JOIN LATERAL (SELECT true AS found FROM job j WHERE j.job_id = s.job_id LIMIT 1) e ON true
     WHERE e.found IS NULL
@@ -180,14 +184,14 @@ WITH cur AS (
                      external_job_uri, ingester_priority_at, latest_run_id, cancelled, cancel_reason, cancel_user,
                      ingester_failure_category, ingester_failure_subcategory, ingester_failure_reason,
                      ingester_failure_message, ingester_retry_policy)
-    SELECT s.job_id, s.queue, s.owner, s.jobset, s.cpu, s.memory, s.ephemeral_storage, s.gpu, n.new_priority,
-           s.submitted, n.new_state, COALESCE(n.new_ltt, s.submitted),
-           floor(extract(epoch FROM COALESCE(n.new_ltt, s.submitted)))::bigint, s.priority_class, s.namespace,
-           s.annotations, s.external_job_uri, n.new_priority_at, n.new_latest, n.new_cancelled, n.new_cancel_reason,
+    SELECT n.job_id, n.queue, n.owner, n.jobset, n.cpu, n.memory, n.ephemeral_storage, n.gpu, n.new_priority,
+           n.submitted, n.new_state, COALESCE(n.new_ltt, n.submitted),
+           floor(extract(epoch FROM COALESCE(n.new_ltt, n.submitted)))::bigint, n.priority_class, n.namespace,
+           n.annotations, n.external_job_uri, n.new_priority_at, n.new_latest, n.new_cancelled, n.new_cancel_reason,
            n.new_cancel_user, n.new_f_category, n.new_f_subcategory, n.new_f_reason, n.new_f_message,
            n.new_retry_policy
-    FROM n JOIN li_job_new s ON s.job_id = n.key
-    ORDER BY s.job_id
+    FROM n
+    ORDER BY n.job_id
     ON CONFLICT DO NOTHING
     RETURNING job_id
 ), merged_updates AS (

@@ -28,7 +28,9 @@ pub const COPY_UPDATE: &str = "COPY li_run_update FROM STDIN (FORMAT binary)";
 /// The decision of the run merge (docs/precedence.md, run rules 2–8), as the CTEs `d` and `n`, which follow a CTE
 /// `cur` of current rows (the run's columns the rules read, `ended`, `rank`): ended states absorb, active states
 /// only move forward, the first ending decides the end columns, timestamps keep the newest value, and an absent
-/// value never erases a stored one. A run without a staged update keeps its current values.
+/// value never erases a stored one. A run without a staged update keeps its current values. The staged update is
+/// a primary-key probe per run (LATERAL): the planner, which has no statistics on staging tables, once joined it by
+/// a nested loop over the whole table (quadratic; 85% of a batch's insert).
 macro_rules! run_merge {
     () => {
         concat!(
@@ -40,9 +42,9 @@ d AS (
            u.ingress, u.category_source,
            (NOT c.ended AND u.end_state IS NOT NULL) AS ends
     FROM cur c
-    LEFT JOIN li_run_update u ON u.run_id = c.run_id
+    LEFT JOIN LATERAL (SELECT * FROM li_run_update x WHERE x.run_id = c.run_id LIMIT 1) u ON true
 ), n AS (
-    SELECT d.run_id AS key,
+    SELECT d.*, d.run_id AS key,
         CASE WHEN d.ended THEN d.job_run_state
              WHEN d.end_state IS NOT NULL THEN d.end_state
              WHEN d.active_state IS NOT NULL
@@ -80,7 +82,8 @@ d AS (
 /// Inserts the batch's new runs of existing jobs *as the batch leaves them* (see `job::INSERT`): each new run's
 /// staged update is merged into its row before it is written, so a run leased and then ended within one batch is
 /// written once. The merged updates are taken out of staging; those of runs that exist already (a redelivered
-/// lease) stay for [`UPDATE`]. Runs of unknown jobs were taken out of staging before (`store::orphans`); the parent
+/// lease) stay for [`UPDATE`]. `cur` carries the staged columns through to the insert (see `job::INSERT` on why
+/// the staging table is not joined back). Runs of unknown jobs were taken out of staging before (`store::orphans`); the parent
 /// probe remains a guard. Returns the number of rows inserted.
 pub const INSERT: &str = concat!(
     "
@@ -89,7 +92,7 @@ WITH cur AS (
            NULL::timestamp AS finished, s.node, NULL::integer AS exit_code, NULL::bytea AS error,
            NULL::bytea AS debug, NULL::text AS failure_category, NULL::text AS failure_subcategory,
            NULL::jsonb AS scheduler_termination_reason, NULL::jsonb AS ingress_addresses,
-           NULL::text AS ingester_category_source, false AS ended, 0 AS rank
+           NULL::text AS ingester_category_source, false AS ended, 0 AS rank, s.job_id, s.cluster, s.leased, s.pool
     FROM li_run_new s
     LEFT JOIN LATERAL (SELECT true AS found FROM job_run r WHERE r.run_id = s.run_id LIMIT 1) e ON true
     WHERE e.found IS NULL
@@ -99,13 +102,12 @@ WITH cur AS (
     INSERT INTO job_run (run_id, job_id, cluster, node, leased, job_run_state, pool, pending, started, finished,
                          exit_code, error, debug, failure_category, failure_subcategory,
                          scheduler_termination_reason, ingress_addresses, ingester_category_source)
-    SELECT s.run_id, s.job_id, s.cluster, n.new_node, s.leased, n.new_state, s.pool, n.new_pending, n.new_started,
+    SELECT n.run_id, n.job_id, n.cluster, n.new_node, n.leased, n.new_state, n.pool, n.new_pending, n.new_started,
            n.new_finished, n.new_exit_code, n.new_error, n.new_debug, n.new_category, n.new_subcategory,
            n.new_termination_reason, n.new_ingress, n.new_category_source
     FROM n
-    JOIN li_run_new s ON s.run_id = n.key
-    CROSS JOIN LATERAL (SELECT 1 FROM job j WHERE j.job_id = s.job_id LIMIT 1) parent
-    ORDER BY s.run_id
+    CROSS JOIN LATERAL (SELECT 1 FROM job j WHERE j.job_id = n.job_id LIMIT 1) parent
+    ORDER BY n.run_id
     ON CONFLICT (run_id) DO NOTHING
     RETURNING run_id
 ), merged_updates AS (
