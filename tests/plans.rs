@@ -7,7 +7,7 @@
 
 mod support;
 
-use lookout_ingester::store::{job, job_error, job_run, orphans, stage};
+use lookout_ingester::store::{job, job_run, stage};
 use serde_json::Value;
 use sqlx::Executor;
 use support::events::*;
@@ -90,14 +90,7 @@ async fn merges_probe_stored_rows_by_key_while_statistics_are_missing() {
     .unwrap();
 
     let mut found = Vec::new();
-    for (name, statement) in [
-        ("orphans::TAKE", orphans::TAKE),
-        ("job::INSERT", job::INSERT),
-        ("job_run::INSERT", job_run::INSERT),
-        ("job::UPDATE", job::UPDATE),
-        ("job_run::UPDATE", job_run::UPDATE),
-        ("job_error::INSERT", job_error::INSERT),
-    ] {
+    for (name, statement) in stage::STATEMENTS {
         let plan: Value =
             sqlx::query_scalar(&format!("EXPLAIN (FORMAT JSON) {statement}")).fetch_one(&mut conn).await.unwrap();
         let root = &plan[0]["Plan"];

@@ -3,21 +3,13 @@
 
 use std::collections::BTreeSet;
 
-use super::{copy::CopyWriter, job, job_error, job_run, job_spec, orphans, stage};
+use super::{copy::CopyWriter, job, job_error, job_run, job_spec, stage};
 use crate::changes::{JobPhase, RowChanges};
 use crate::states::{JobState, RunState, sql_list};
 
 /// Every statement that mentions state codes.
 fn statements() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("job::INSERT", job::INSERT),
-        ("job::UPDATE", job::UPDATE),
-        ("job_run::INSERT", job_run::INSERT),
-        ("job_run::UPDATE", job_run::UPDATE),
-        ("orphans::TAKE", orphans::TAKE),
-        ("job_spec::INSERT", job_spec::INSERT),
-        ("job_error::INSERT", job_error::INSERT),
-    ]
+    stage::STATEMENTS.to_vec()
 }
 
 fn expect(name: &str, sql: &str, fragment: &str) {

@@ -30,6 +30,17 @@ pub const TABLES: [&str; 7] = [
     "li_job_error_new",
 ];
 
+/// The statements of a write after the COPYs, by name, in the order [`write_changes`] runs them.
+pub const STATEMENTS: [(&str, &str); 7] = [
+    ("orphans::TAKE", orphans::TAKE),
+    ("job::INSERT", job::INSERT),
+    ("job_spec::INSERT", job_spec::INSERT),
+    ("job_run::INSERT", job_run::INSERT),
+    ("job::UPDATE", job::UPDATE),
+    ("job_run::UPDATE", job_run::UPDATE),
+    ("job_error::INSERT", job_error::INSERT),
+];
+
 /// Clears the staging tables (needed between writes inside one transaction).
 static CLEAR_STAGING: LazyLock<String> =
     LazyLock::new(|| TABLES.map(|table| format!("DELETE FROM {table}")).join("; "));
