@@ -7,7 +7,7 @@
 
 mod support;
 
-use lookout_ingester::store::{job, job_run, stage};
+use lookout_ingester::store::stage;
 use serde_json::Value;
 use sqlx::Executor;
 use support::events::*;
