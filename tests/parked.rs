@@ -27,6 +27,12 @@ fn lease(job: &str, run: &str) -> Vec<u8> {
     seq("q", "js").at(T0 + 1, leased(job, run, "cluster", "node", "pool")).encode()
 }
 
+/// A writer on the test database, as the service builds one (for its reconciliation).
+async fn writer(url: &str) -> Writer {
+    let options = PgConnectOptions::from_str(url).unwrap();
+    Writer::connect(options, Converter::default(), None, Duration::from_millis(200)).await.unwrap()
+}
+
 /// A row for `job_id` in `job`, as another writer would insert it.
 const INSERT_JOB: &str = "
 INSERT INTO job (job_id, queue, owner, jobset, cpu, memory, ephemeral_storage, gpu, priority, submitted, state,
@@ -87,14 +93,7 @@ async fn the_sweep_applies_parked_events_whose_parent_exists_and_keeps_the_other
     assert_eq!(s.parked, 2);
 
     sqlx::query(INSERT_JOB).bind("j").execute(&db.pool).await.unwrap();
-    let store = Writer::connect(
-        PgConnectOptions::from_str(&db.url).unwrap(),
-        Converter::default(),
-        None,
-        Duration::from_millis(200),
-    )
-    .await
-    .unwrap();
+    let store = writer(&db.url).await;
     assert_eq!(store.reconcile(None).await.unwrap(), 1);
     assert_eq!(store.reconcile(None).await.unwrap(), 0, "nothing more to apply");
 
@@ -141,14 +140,7 @@ async fn a_lease_applied_after_its_job_ended_still_names_the_latest_run() {
     let j = rows::job(&db.pool, "j").await;
     assert_eq!((j.state, j.latest_run_id.as_deref()), (4, None));
 
-    let writer = Writer::connect(
-        PgConnectOptions::from_str(&db.url).unwrap(),
-        Converter::default(),
-        None,
-        Duration::from_millis(200),
-    )
-    .await
-    .unwrap();
+    let writer = writer(&db.url).await;
     assert_eq!(writer.reconcile(None).await.unwrap(), 1);
     let j = rows::job(&db.pool, "j").await;
     assert_eq!((j.state, j.latest_run_id.as_deref()), (4, Some("r")), "ended, and the run is its latest");
