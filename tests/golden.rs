@@ -7,8 +7,6 @@ use lookout_ingester::apply::Summary;
 use support::events::*;
 use support::rows::{self, Run, ts};
 
-const T0: i64 = 1_700_000_000;
-
 /// Applies messages like `apply` does; `batch_events` bounds each batch.
 async fn apply(db: &support::db::TestDb, messages: &[Vec<u8>], batch_events: usize) -> Summary {
     support::ingest::ingest(&db.url, messages, batch_events).await

@@ -17,8 +17,6 @@ use sqlx::postgres::PgConnectOptions;
 use support::events::*;
 use tokio_util::sync::CancellationToken;
 
-const T0: i64 = 1_700_000_000;
-
 /// The counter's value for one kind in the rendered metrics (0 when absent).
 fn ignored(rendered: &str, kind: &str) -> f64 {
     let prefix = format!("lookout_ingester_events_ignored_total{{kind=\"{kind}\"}} ");

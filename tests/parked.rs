@@ -16,7 +16,6 @@ use support::http::poll_until;
 use support::ingest::ingest;
 use support::rows;
 
-const T0: i64 = 1_700_000_000;
 const PARKED: &str = "SELECT count(*) FROM lookout_ingester.parked_event";
 
 fn submit(job: &str) -> Vec<u8> {

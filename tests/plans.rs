@@ -12,8 +12,6 @@ use serde_json::Value;
 use sqlx::Executor;
 use support::events::*;
 
-const T0: i64 = 1_700_000_000;
-
 /// Seq scans of a Lookout table or a staging table that run once per row of an outer input (the inner side of a
 /// nested loop, also under a Materialize, or a subplan), as `(relation, path)`.
 fn per_row_scans(node: &Value, per_row: bool, path: &str, out: &mut Vec<(String, String)>) {

@@ -304,10 +304,7 @@ async fn deliver(env: &Env, name: &str, msgs: Vec<Vec<u8>>, batch_sizes: &[usize
 }
 
 fn prefixed(lcs: &[Lifecycle], prefix: &str) -> Vec<Vec<Published>> {
-    lcs.iter()
-        .enumerate()
-        .map(|(i, lc)| events_of(*lc, &format!("{prefix}j{i}"), 1_700_000_000 + 1000 * i as i64))
-        .collect()
+    lcs.iter().enumerate().map(|(i, lc)| events_of(*lc, &format!("{prefix}j{i}"), T0 + 1000 * i as i64)).collect()
 }
 
 proptest! {

@@ -24,11 +24,11 @@ use support::broker::*;
 use support::child::*;
 use support::db::{self as common, TestDb};
 use support::digest::{TableDigest, assert_same_digests, digests};
+use support::events::T0;
 use support::http::*;
 use support::snapshot::positions;
 use support::stream::*;
 
-const T0: i64 = 1_700_000_000;
 const WAIT: Duration = Duration::from_secs(90);
 const PARTITIONS: u32 = 2;
 

@@ -9,8 +9,6 @@ use support::events::*;
 use support::ingest::ingest;
 use support::rows::{self, ts};
 
-const T0: i64 = 1_700_000_000;
-
 /// Submit, lease, assigned, running (node `n1`).
 fn started(job: &str, run: &str) -> Seq {
     seq("q", "js")

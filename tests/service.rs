@@ -14,10 +14,9 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use lookout_ingester::message::MessageId;
-use pulsar::ProducerOptions;
 use pulsar::compression::{Compression, CompressionLz4, CompressionSnappy, CompressionZlib, CompressionZstd};
 use support::app::{TestApp, config, init_logs, spawn_app, start, stop};
-use support::broker::shared_broker;
+use support::broker::{build_producer, producer_options, shared_broker};
 use support::db::TestDb;
 use support::http::{eventually, metric};
 use support::rows;
@@ -176,14 +175,9 @@ async fn entries_compressed_with_each_codec_are_consumed() {
     let pulsar = b.client().await;
     let mut all: Vec<Vec<u8>> = Vec::new();
     for (partition, codec) in codecs.into_iter().enumerate() {
-        let options = ProducerOptions { batch_size: Some(1000), compression: Some(codec), ..Default::default() };
-        let mut p = pulsar
-            .producer()
-            .with_topic(format!("{topic}-partition-{partition}"))
-            .with_options(options)
-            .build()
-            .await
-            .expect("producer");
+        let options = producer_options(Some(1000), Some(codec));
+        let mut p =
+            build_producer(&pulsar, &format!("{topic}-partition-{partition}"), options).await.expect("producer");
         // Three jobs per codec; each step of the three goes out as one compressed entry.
         let per_job: Vec<Vec<Vec<u8>>> = (0..3).map(|j| job_messages(100 * partition + j)).collect();
         for step in 0..per_job[0].len() {

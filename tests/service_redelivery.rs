@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use lookout_ingester::message::MessageId;
 use sqlx::{Connection, Executor, PgConnection};
 use support::app::{config, init_logs, start, stop};
-use support::broker::shared_broker;
+use support::broker::{build_producer, producer_options, shared_broker, zlib};
 use support::db::TestDb;
 use support::events::*;
 use support::http::{eventually, metric};
@@ -177,7 +177,7 @@ async fn topic_unloads_lose_and_double_nothing() {
 
     const JOBS: usize = 30;
     let pulsar = b.client().await;
-    let mut p = topic_producer(&pulsar, &topic).await;
+    let mut p = build_producer(&pulsar, &topic, producer_options(Some(1000), Some(zlib()))).await.expect("producer");
     let per_job: Vec<Vec<Vec<u8>>> = (0..JOBS).map(job_messages).collect();
     let mut all = Vec::new();
     let mut last = None;

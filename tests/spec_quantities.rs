@@ -14,8 +14,6 @@ use lookout_ingester::proto::armadaevents::{self as ev, EventKind, kubernetes_ma
 use support::events::*;
 use support::spec_check::{self, Found};
 
-const T0: i64 = 1_700_000_000;
-
 fn protoc_encode(type_name: &str, text: &str) -> Vec<u8> {
     let protoc = std::env::var_os("PROTOC").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("protoc"));
     let reference = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proto/reference");

@@ -139,32 +139,15 @@ impl Broker {
             .unwrap_or_else(|e| panic!("Pulsar at {} is not reachable ({e}); run scripts/services.sh up", self.url))
     }
 
-    /// A producer on `topic` (a partitioned topic routes by key, as Armada's producers do with the job set: the
-    /// `RoundRobin` policy hashes the key when there is one; without a policy pulsar-rs ignores keys),
-    /// batching and zlib like Armada's, or plain. Right after a (re)start the broker may still refuse producers:
-    /// retried for up to a minute.
+    /// A producer on `topic` (see [`producer_options`]), on a fresh client. Right after a (re)start the broker
+    /// may still refuse producers: retried for up to a minute.
     pub async fn producer(&self, topic: &str, batched: bool) -> Producer<TokioExecutor> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let options = if batched {
-                ProducerOptions {
-                    batch_size: Some(100),
-                    compression: Some(Compression::Zlib(CompressionZlib { level: flate2::Compression::fast() })),
-                    block_queue_if_full: true,
-                    routing_policy: Some(RoutingPolicy::RoundRobin),
-                    ..Default::default()
-                }
-            } else {
-                ProducerOptions {
-                    block_queue_if_full: true,
-                    routing_policy: Some(RoutingPolicy::RoundRobin),
-                    ..Default::default()
-                }
-            };
             let made = async {
                 let client =
                     Pulsar::builder(self.url.clone(), TokioExecutor).build().await.map_err(|e| e.to_string())?;
-                client.producer().with_topic(topic).with_options(options).build().await.map_err(|e| e.to_string())
+                build_producer(&client, topic, producer_options(batched.then_some(100), batched.then(zlib))).await
             };
             match tokio::time::timeout(Duration::from_secs(30), made).await {
                 Ok(Ok(p)) => return p,
@@ -175,6 +158,33 @@ impl Broker {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
+}
+
+/// Zlib at its fast level, as Armada's producers compress.
+pub fn zlib() -> Compression {
+    Compression::Zlib(CompressionZlib { level: flate2::Compression::fast() })
+}
+
+/// The options of every test producer: batches of up to `batch` messages (one message per entry when `None`),
+/// `compression`, and key routing (on a partitioned topic the `RoundRobin` policy hashes the key when there is
+/// one, as Armada's producers do with the job set; without a policy pulsar-rs ignores keys).
+pub fn producer_options(batch: Option<u32>, compression: Option<Compression>) -> ProducerOptions {
+    ProducerOptions {
+        batch_size: batch,
+        compression,
+        block_queue_if_full: true,
+        routing_policy: Some(RoutingPolicy::RoundRobin),
+        ..Default::default()
+    }
+}
+
+/// A producer on `topic` (a whole topic or one partition, `<topic>-partition-<n>`) with these options.
+pub async fn build_producer(
+    client: &Pulsar<TokioExecutor>,
+    topic: &str,
+    options: ProducerOptions,
+) -> Result<Producer<TokioExecutor>, String> {
+    client.producer().with_topic(topic).with_options(options).build().await.map_err(|e| e.to_string())
 }
 
 /// Publishes the messages in order (keyed; with a batching producer they go out in producer batches) and waits

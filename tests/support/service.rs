@@ -4,11 +4,10 @@
 use std::time::Duration;
 
 use lookout_ingester::message::MessageId;
-use pulsar::compression::{Compression, CompressionZlib};
-use pulsar::{Producer, ProducerOptions, Pulsar, TokioExecutor};
+use pulsar::{Producer, Pulsar, TokioExecutor};
 use sqlx::PgPool;
 
-use super::broker::receipt_id;
+use super::broker::{build_producer, producer_options, receipt_id, zlib};
 use super::events::*;
 use super::http::{http, poll_until};
 use super::rows;
@@ -24,39 +23,16 @@ pub async fn get(app_addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 
 // ------------------------------------------------------------------------------------------------ Pulsar
 
-/// A producer on one partition: batching and zlib like Armada's producers, or plain.
+/// A producer on one partition of `topic`: batching (entries of up to 1000 messages) and zlib like Armada's
+/// producers, or plain (one message per entry).
 pub async fn producer(
     client: &Pulsar<TokioExecutor>,
     topic: &str,
     partition: u32,
     batched: bool,
 ) -> Producer<TokioExecutor> {
-    let options = if batched {
-        ProducerOptions {
-            batch_size: Some(1000),
-            compression: Some(Compression::Zlib(CompressionZlib { level: flate2::Compression::fast() })),
-            ..Default::default()
-        }
-    } else {
-        ProducerOptions::default()
-    };
-    client
-        .producer()
-        .with_topic(format!("{topic}-partition-{partition}"))
-        .with_options(options)
-        .build()
-        .await
-        .expect("producer")
-}
-
-/// A batching zlib producer on a non-partitioned topic.
-pub async fn topic_producer(client: &Pulsar<TokioExecutor>, topic: &str) -> Producer<TokioExecutor> {
-    let options = ProducerOptions {
-        batch_size: Some(1000),
-        compression: Some(Compression::Zlib(CompressionZlib { level: flate2::Compression::fast() })),
-        ..Default::default()
-    };
-    client.producer().with_topic(topic).with_options(options).build().await.expect("producer")
+    let options = producer_options(batched.then_some(1000), batched.then(zlib));
+    build_producer(client, &format!("{topic}-partition-{partition}"), options).await.expect("producer")
 }
 
 /// Publishes the messages as one producer batch (one entry) and returns each message's id.
