@@ -28,11 +28,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{self, Batch, Limits};
+use crate::batch::{self, Batch, Limits, WriterIdle};
 use crate::convert::Converter;
 use crate::message::{MessageId, RawMessage, Ts};
 use crate::metrics as m;
@@ -85,17 +85,18 @@ where
     for _ in 0..lanes {
         let (lane_tx, lane_rx) = mpsc::channel::<RawMessage>(MESSAGE_CHANNEL);
         let (batch_tx, batch_rx) = mpsc::channel::<Batch>(BATCH_CHANNEL);
+        let (idle_tx, idle_rx) = watch::channel(false);
         lane_inputs.push(lane_tx);
         tasks.spawn({
             let (cancel, converter) = (cancel.clone(), converter.clone());
             async move {
-                batch::run(lane_rx, batch_tx, |b| converter.convert_batch(b), limits, cancel).await;
+                batch::run(lane_rx, batch_tx, Some(idle_rx), |b| converter.convert_batch(b), limits, cancel).await;
                 ("batcher", Ok(()))
             }
         });
         tasks.spawn({
             let (cancel, writer, commit_tx) = (cancel.clone(), writer.clone(), commit_tx.clone());
-            async move { ("writer", write_batches(writer, batch_rx, commit_tx, cancel).await) }
+            async move { ("writer", write_batches(writer, batch_rx, idle_tx, commit_tx, cancel).await) }
         });
     }
     drop(commit_tx);
@@ -159,11 +160,18 @@ fn lane_of(partition: &str, lanes: usize) -> usize {
 async fn write_batches(
     writer: Arc<Writer>,
     mut batches: mpsc::Receiver<Batch>,
+    idle: WriterIdle,
     commits: mpsc::Sender<Committed>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut progress = LagTracker::default();
-    while let Some(batch) = batches.recv().await {
+    loop {
+        // Idle only when nothing is queued: the batcher then sends its open batch early (`batch::EAGER_AFTER`).
+        if batches.is_empty() {
+            idle.send_replace(true);
+        }
+        let Some(batch) = batches.recv().await else { break };
+        idle.send_replace(false);
         if batch.messages.is_empty() {
             continue;
         }
