@@ -94,7 +94,7 @@ impl Builder {
 }
 
 /// Age at which an open batch is sent to a writer that is idle (see the module doc).
-pub const EAGER_AFTER: Duration = Duration::from_millis(100);
+pub const EAGER_AFTER: Duration = Duration::from_millis(250);
 
 /// The writer's side of the idle signal: `true` while it waits for a batch with none queued.
 pub type WriterIdle = watch::Sender<bool>;
