@@ -96,6 +96,8 @@ ensure_packages() {
   find_java >/dev/null || missing+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null 2>&1 || missing+=(maven)
   command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+  command -v make >/dev/null 2>&1 || missing+=(make) # jemalloc, the service's allocator, is built from C
+  command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
   [ "${#missing[@]}" -eq 0 ] && return 0
   is_root || die "missing packages (${missing[*]}); run as root or install them: apt-get install ${missing[*]}"
   say "installing: ${missing[*]}"
