@@ -12,17 +12,13 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 echo "[test] cargo fmt --check" >&2
 cargo fmt --all --check
-# jemalloc (the service's allocator) is built from C with configure + make.
-if ! command -v make >/dev/null 2>&1 || ! command -v cc >/dev/null 2>&1; then
-    echo "[test] installing a C toolchain (make, gcc) for jemalloc" >&2
-    apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends make gcc libc6-dev >/dev/null
-fi
-echo "[test] cargo clippy --all-targets --locked -- -D warnings" >&2
-cargo clippy --all-targets --locked -- -D warnings
-
+# The services script also installs what the build needs (make and gcc: jemalloc is built from C).
 scripts/services.sh up
 eval "$(scripts/services.sh env)"
 export DATABASE_URL PULSAR_URL PULSAR_ADMIN_URL
+
+echo "[test] cargo clippy --all-targets --locked -- -D warnings" >&2
+cargo clippy --all-targets --locked -- -D warnings
 
 scripts/helm.sh >/dev/null # the helm CLI tests/helm_chart.rs renders the chart with
 echo "[test] cargo test against $DATABASE_URL and $PULSAR_URL" >&2

@@ -101,8 +101,7 @@ pub type WriterIdle = watch::Sender<bool>;
 
 /// The batch task: reads raw messages until the input closes or `cancel` fires, and sends each batch through
 /// `finish` (conversion, in the pipeline). On cancellation the open batch is still sent, so it can be stored if
-/// there is time.
-/// `idle` is the writer's [`WriterIdle`] signal, if it gives one.
+/// there is time. `idle` is the writer's [`WriterIdle`] signal, if it gives one.
 pub async fn run(
     mut input: mpsc::Receiver<RawMessage>,
     output: mpsc::Sender<Batch>,

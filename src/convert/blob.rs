@@ -26,36 +26,26 @@ fn stored(data: &[u8]) -> Vec<u8> {
     let blocks = data.len().div_ceil(STORED_BLOCK).max(1);
     let mut out = Vec::with_capacity(2 + data.len() + 5 * blocks + 4);
     out.extend_from_slice(&[0x78, 0x01]);
-    let mut chunks = data.chunks(STORED_BLOCK).peekable();
-    if chunks.peek().is_none() {
-        out.extend_from_slice(&[0x01, 0x00, 0x00, 0xff, 0xff]);
-    }
-    while let Some(chunk) = chunks.next() {
-        let last = chunks.peek().is_none();
-        let len = chunk.len() as u16;
-        out.push(u8::from(last));
+    let mut rest = data;
+    loop {
+        let (block, tail) = rest.split_at(rest.len().min(STORED_BLOCK));
+        let len = block.len() as u16;
+        out.push(u8::from(tail.is_empty()));
         out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(&(!len).to_le_bytes());
-        out.extend_from_slice(chunk);
+        out.extend_from_slice(block);
+        if tail.is_empty() {
+            break;
+        }
+        rest = tail;
     }
     out.extend_from_slice(&adler32(data).to_be_bytes());
     out
 }
 
-/// Adler-32 (RFC 1950 §8.2).
+/// Adler-32 (RFC 1950 §8.2), the zlib trailer.
 fn adler32(data: &[u8]) -> u32 {
-    const MOD: u32 = 65_521;
-    // 5552 is the most bytes that can be summed before `b` may overflow a u32.
-    let (mut a, mut b) = (1u32, 0u32);
-    for chunk in data.chunks(5552) {
-        for &byte in chunk {
-            a += u32::from(byte);
-            b += a;
-        }
-        a %= MOD;
-        b %= MOD;
-    }
-    (b << 16) | a
+    adler2::adler32_slice(data)
 }
 
 thread_local! {
