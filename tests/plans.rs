@@ -96,3 +96,56 @@ async fn merges_probe_stored_rows_by_key_while_statistics_are_missing() {
     }
     assert!(found.is_empty(), "tables scanned once per staged row: {found:#?}");
 }
+
+/// The writer's background statistics refresh (`store::statistics`) runs on a real database once enough rows were
+/// inserted, and analyzes the join keys only: `job_id` gets statistics, a wide column such as `annotations` does
+/// not, and the table's size (`reltuples`) is known to the planner.
+#[tokio::test]
+async fn a_growing_database_gets_statistics_for_its_join_keys() {
+    let db = support::db::TestDb::migrated().await;
+    let mut conn = db.connect().await;
+    for table in ["job", "job_run"] {
+        conn.execute(format!("ALTER TABLE {table} SET (autovacuum_enabled = false)").as_str()).await.unwrap();
+    }
+    // 3000 jobs with a run each: 6000 inserted rows, past the store's first refresh at 5000.
+    let jobs = 3000;
+    let messages: Vec<Vec<u8>> = (0..jobs)
+        .map(|i| {
+            let (job, run) = (format!("01stat{i:0>20}"), format!("00000000-0000-4000-8000-{i:0>12}"));
+            seq("q", "js")
+                .at(T0, submit_job(&job, 1, Some(pod(&[("cpu", "1")], None)), &[]))
+                .at(T0 + 1, leased(&job, &run, "cluster", "node", "pool"))
+                .encode()
+        })
+        .collect();
+    support::ingest::ingest(&db.url, &messages, 10_000).await;
+
+    let pool = db.pool.clone();
+    support::http::eventually("job and job_run analyzed", std::time::Duration::from_secs(60), || {
+        let pool = pool.clone();
+        async move {
+            let analyzed: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_user_tables WHERE relname IN ('job', 'job_run') AND last_analyze IS NOT NULL",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            (analyzed == 2).then_some(())
+        }
+    })
+    .await;
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT tablename || '.' || attname FROM pg_stats WHERE tablename IN ('job', 'job_run') ORDER BY 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(columns.contains(&"job.job_id".to_string()), "{columns:?}");
+    assert!(columns.contains(&"job_run.run_id".to_string()), "{columns:?}");
+    assert!(!columns.contains(&"job.annotations".to_string()), "a whole-table ANALYZE ran: {columns:?}");
+    let reltuples: f32 = sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE oid = 'job'::regclass")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(reltuples, jobs as f32);
+}
