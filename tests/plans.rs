@@ -30,17 +30,9 @@ fn per_row_scans(node: &Value, per_row: bool, path: &str, out: &mut Vec<(String,
     }
 }
 
-#[tokio::test]
-async fn merges_probe_stored_rows_by_key_while_statistics_are_missing() {
-    let db = support::db::TestDb::migrated().await;
-    let mut conn = db.connect().await;
-    // No statistics for the whole test: autovacuum must not analyze behind our back.
-    for table in ["job", "job_run", "job_spec", "job_error"] {
-        conn.execute(format!("ALTER TABLE {table} SET (autovacuum_enabled = false)").as_str()).await.unwrap();
-    }
-    // 2000 jobs with a run each (fewer inserted rows than make the store analyze on its own).
-    let jobs = 2000;
-    let messages: Vec<Vec<u8>> = (0..jobs)
+/// `jobs` jobs, each submitted and leased (one message each).
+fn jobs_with_runs(jobs: usize) -> Vec<Vec<u8>> {
+    (0..jobs)
         .map(|i| {
             let (job, run) = (format!("01plan{i:0>20}"), format!("00000000-0000-4000-8000-{i:0>12}"));
             seq("q", "js")
@@ -48,7 +40,25 @@ async fn merges_probe_stored_rows_by_key_while_statistics_are_missing() {
                 .at(T0 + 1, leased(&job, &run, "cluster", "node", "pool"))
                 .encode()
         })
-        .collect();
+        .collect()
+}
+
+/// Keeps autovacuum from analyzing Lookout's tables during a test (only the store may).
+async fn without_autovacuum(conn: &mut sqlx::PgConnection) {
+    for table in ["job", "job_run", "job_spec", "job_error"] {
+        conn.execute(format!("ALTER TABLE {table} SET (autovacuum_enabled = false)").as_str()).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn merges_probe_stored_rows_by_key_while_statistics_are_missing() {
+    let db = support::db::TestDb::migrated().await;
+    let mut conn = db.connect().await;
+    // No statistics for the whole test: autovacuum must not analyze behind our back.
+    without_autovacuum(&mut conn).await;
+    // 2000 jobs with a run each (fewer inserted rows than make the store analyze on its own).
+    let jobs = 2000;
+    let messages = jobs_with_runs(jobs);
     let summary = support::ingest::ingest(&db.url, &messages, 10_000).await;
     assert_eq!(summary.events, 2 * jobs, "{summary:?}");
     let analyzed: i64 = sqlx::query_scalar(
@@ -104,20 +114,10 @@ async fn merges_probe_stored_rows_by_key_while_statistics_are_missing() {
 async fn a_growing_database_gets_statistics_for_its_join_keys() {
     let db = support::db::TestDb::migrated().await;
     let mut conn = db.connect().await;
-    for table in ["job", "job_run"] {
-        conn.execute(format!("ALTER TABLE {table} SET (autovacuum_enabled = false)").as_str()).await.unwrap();
-    }
+    without_autovacuum(&mut conn).await;
     // 3000 jobs with a run each: 6000 inserted rows, past the store's first refresh at 5000.
     let jobs = 3000;
-    let messages: Vec<Vec<u8>> = (0..jobs)
-        .map(|i| {
-            let (job, run) = (format!("01stat{i:0>20}"), format!("00000000-0000-4000-8000-{i:0>12}"));
-            seq("q", "js")
-                .at(T0, submit_job(&job, 1, Some(pod(&[("cpu", "1")], None)), &[]))
-                .at(T0 + 1, leased(&job, &run, "cluster", "node", "pool"))
-                .encode()
-        })
-        .collect();
+    let messages = jobs_with_runs(jobs);
     support::ingest::ingest(&db.url, &messages, 10_000).await;
 
     let pool = db.pool.clone();
