@@ -97,6 +97,36 @@ async fn d04_replaying_any_prefix_of_the_stream_is_a_no_op() {
     }
 }
 
+/// A batch that creates a job and a run that are stored already (a replay from an older position that reaches
+/// further than before) together with the events that follow them: nothing is inserted twice, and the following
+/// events apply to the stored rows exactly as when each arrives in a batch of its own.
+#[tokio::test]
+async fn d04_a_replay_that_recreates_stored_rows_still_applies_what_follows() {
+    let db = support::db::TestDb::migrated().await;
+    let mut msgs = run_to_running("j", "r");
+    msgs.push(seq("q", "js").at(T0 + 4, reprioritised("j", 5)).encode());
+    msgs.push(
+        seq("q", "js")
+            .at(T0 + 5, run_errors("j", "r", vec![error(true, pod_error("oom", "n1", &[137], ""), "OOM", "")]))
+            .encode(),
+    );
+    msgs.push(
+        seq("q", "js")
+            .at(T0 + 6, job_errors("j", vec![error(true, pod_error("oom", "n1", &[137], ""), "", "")]))
+            .encode(),
+    );
+    // One event per batch: every event after the lease is merged with the stored rows in SQL.
+    ingest(&db.url, &msgs, 1).await;
+    let expected = (rows::jobs(&db.pool).await, rows::runs(&db.pool).await);
+    assert_eq!((expected.0[0].state, expected.1[0].state), (5, 4), "{expected:?}");
+
+    let again = support::db::TestDb::migrated().await;
+    // The submit and lease first; then all of it again in one batch, which creates both rows anew.
+    ingest(&again.url, &msgs[..2], 10_000).await;
+    ingest(&again.url, &msgs, 10_000).await;
+    assert_eq!((rows::jobs(&again.pool).await, rows::runs(&again.pool).await), expected);
+}
+
 #[tokio::test]
 async fn d09_empty_strings_never_erase_stored_values() {
     let db = support::db::TestDb::migrated().await;

@@ -128,6 +128,7 @@ pub struct RunRow {
 
 mod job;
 mod run;
+pub mod settle;
 
 pub use job::{JobDelta, JobFailure, Preempted, Progress, Terminal};
 pub use run::{RunDelta, RunEnd};

@@ -1,14 +1,17 @@
 //! All SQL for the `job` table: its staging tables, the insert of new jobs and the guarded update of stored ones.
 //!
-//! Both implement the job rules of `docs/precedence.md` with one shared decision (`job_merge!`): the insert applies
-//! it to the new jobs as submitted, so a job is written once per batch; the update applies it to the stored rows
-//! (reading the `leased` time of the runs involved) and writes only rows that change.
+//! The insert writes new jobs as the batch leaves them (settled in memory, `changes::settle`); the update applies the
+//! job rules of `docs/precedence.md` to stored rows (`job_merge!`, reading the `leased` time of the runs involved)
+//! and writes only rows that change.
 //!
 //! Plans: the stored rows are read and locked by primary-key probes driven from the staging rows (LATERAL), so
 //! that part costs the same on an empty table and on one of millions of rows; the final `UPDATE … FROM` join is left
 //! to the planner, whose statistics the store keeps fresh while tables grow fast (`store::Growth`).
 
-use crate::changes::{JobDelta, JobRow, RowChanges};
+use std::collections::BTreeSet;
+
+use crate::changes::JobDelta;
+use crate::changes::settle::SettledJob;
 
 use super::copy::CopyWriter;
 
@@ -16,8 +19,11 @@ use super::copy::CopyWriter;
 pub const STAGING: &str = "
 CREATE TEMP TABLE IF NOT EXISTS li_job_new (
     job_id text, queue text, owner text, jobset text, cpu bigint, memory bigint, ephemeral_storage bigint,
-    gpu bigint, priority bigint, submitted timestamp, priority_class text, namespace text, annotations jsonb,
-    external_job_uri text
+    gpu bigint, priority bigint, submitted timestamp, state smallint, last_transition_time timestamp,
+    last_transition_time_seconds bigint, priority_class text, namespace text, annotations jsonb,
+    external_job_uri text, ingester_priority_at timestamp, latest_run_id text, cancelled timestamp,
+    cancel_reason text, cancel_user text, ingester_failure_category text, ingester_failure_subcategory text,
+    ingester_failure_reason text, ingester_failure_message text, ingester_retry_policy text
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS li_job_update (
     job_id text PRIMARY KEY, priority bigint, priority_at timestamp,
@@ -62,7 +68,6 @@ macro_rules! failure_column {
 
 /// The decision of the job merge (docs/precedence.md, job rules 2–6), as the CTEs `d` and `n`, which follow a CTE
 /// `cur` of current rows (`job_id`, the job columns the rules read, `cur_leased`, `cur_phase`, `terminal`).
-/// `$runs` is the table the `leased` time of a progress point's run is read from.
 ///
 /// * `d`: per job, the staged update and the furthest progress point among the batch's candidates, ordered by
 ///   (leased time of the run, run id, phase); a requeue without a run refers to the current latest run, if it is
@@ -77,7 +82,7 @@ macro_rules! failure_column {
 /// the planner from flattening them into joins, which it may then run as a scan per staged job: quadratic, and
 /// seen taking 90% of a batch (the staging tables have no statistics; `job_run` has stale ones while young).
 macro_rules! job_merge {
-    ($runs:literal) => {
+    () => {
         concat!(
             "
 d AS (
@@ -106,9 +111,7 @@ d AS (
         SELECT COALESCE(p.run_id, c.latest_run_id) AS run_id, p.phase, p.at, r.leased AS run_leased
         FROM li_job_progress p
         LEFT JOIN LATERAL (
-            SELECT jr.leased FROM ",
-            $runs,
-            " jr WHERE jr.run_id = COALESCE(p.run_id, c.latest_run_id) LIMIT 1
+            SELECT jr.leased FROM job_run jr WHERE jr.run_id = COALESCE(p.run_id, c.latest_run_id) LIMIT 1
         ) r ON true
         WHERE p.job_id = c.job_id
           -- A requeue without a run in the batch belongs to the current latest run only if it is not older than
@@ -149,58 +152,32 @@ d AS (
     };
 }
 
-/// Inserts the batch's new jobs *as the batch leaves them*: each new job's staged updates and progress are merged
-/// into its row before it is written, so a job whose submit and later events share a batch is written once (and
-/// touches `job`'s indexes once) instead of inserted and then updated. The merged updates and progress are then
-/// taken out of staging; those of new jobs that exist already (a redelivered submit, or one a concurrent lane
-/// committed first: `ON CONFLICT DO NOTHING`) stay for [`UPDATE`]. Returns the number of rows inserted.
+/// Inserts the batch's new jobs, each as the batch leaves it (settled in memory by `changes::settle`, so a job
+/// whose submit and later events share a batch is written once and touches `job`'s indexes once), unless the job
+/// exists. Returns the staged jobs that were *not* inserted: they exist already (a redelivered submit, or one a
+/// concurrent lane committed first), and the writer stages their deltas for [`UPDATE`] instead.
 ///
-/// `cur` holds each new job as a plain insert would write it (queued at its submit time, with its submitted
-/// priority) and carries the staged columns through to the insert (`n` keeps `d.*`), so the staging table is never
-/// joined back: unanalyzed, it was estimated at a few rows and joined by a nested loop, quadratic in the batch
-/// (seen taking 85% of the statement). The merge then applies exactly what [`UPDATE`] would apply to that row. The runs these jobs'
-/// progress points name are staged in this batch (`li_run_new`: `store::orphans` ran before and took out the
-/// points naming runs that exist nowhere). The probe for a stored row also covers Lookout's hot/cold variant, whose
-/// primary key is `(job_id, state)` (docs/compatibility.md §3.8).
-pub const INSERT: &str = concat!(
-    "
-WITH cur AS (
-    SELECT s.job_id, 1::smallint AS state, NULL::text AS latest_run_id, s.priority,
-           s.submitted AS ingester_priority_at, NULL::timestamp AS cancelled, NULL::text AS cancel_reason,
-           NULL::text AS cancel_user, NULL::text AS ingester_failure_category,
-           NULL::text AS ingester_failure_subcategory, NULL::text AS ingester_failure_reason,
-           NULL::text AS ingester_failure_message, NULL::text AS ingester_retry_policy,
-           NULL::timestamp AS cur_leased, 0 AS cur_phase, false AS terminal,
-           s.queue, s.owner, s.jobset, s.cpu, s.memory, s.ephemeral_storage, s.gpu, s.submitted, s.priority_class,
-           s.namespace, s.annotations, s.external_job_uri
-    FROM li_job_new s
-    LEFT JOIN LATERAL (SELECT true AS found FROM job j WHERE j.job_id = s.job_id LIMIT 1) e ON true
-    WHERE e.found IS NULL
-),",
-    job_merge!("li_run_new"),
-    ", inserted AS (
+/// The existence probe is by key (LATERAL, never a join the planner could run as a scan of `job`) and also covers
+/// Lookout's hot/cold variant, whose primary key is `(job_id, state)` (docs/compatibility.md §3.8).
+pub const INSERT: &str = "
+WITH inserted AS (
     INSERT INTO job (job_id, queue, owner, jobset, cpu, memory, ephemeral_storage, gpu, priority, submitted, state,
                      last_transition_time, last_transition_time_seconds, priority_class, namespace, annotations,
                      external_job_uri, ingester_priority_at, latest_run_id, cancelled, cancel_reason, cancel_user,
                      ingester_failure_category, ingester_failure_subcategory, ingester_failure_reason,
                      ingester_failure_message, ingester_retry_policy)
-    SELECT n.job_id, n.queue, n.owner, n.jobset, n.cpu, n.memory, n.ephemeral_storage, n.gpu, n.new_priority,
-           n.submitted, n.new_state, COALESCE(n.new_ltt, n.submitted),
-           floor(extract(epoch FROM COALESCE(n.new_ltt, n.submitted)))::bigint, n.priority_class, n.namespace,
-           n.annotations, n.external_job_uri, n.new_priority_at, n.new_latest, n.new_cancelled, n.new_cancel_reason,
-           n.new_cancel_user, n.new_f_category, n.new_f_subcategory, n.new_f_reason, n.new_f_message,
-           n.new_retry_policy
-    FROM n
-    ORDER BY n.job_id
+    SELECT s.job_id, s.queue, s.owner, s.jobset, s.cpu, s.memory, s.ephemeral_storage, s.gpu, s.priority,
+           s.submitted, s.state, s.last_transition_time, s.last_transition_time_seconds, s.priority_class,
+           s.namespace, s.annotations, s.external_job_uri, s.ingester_priority_at, s.latest_run_id, s.cancelled,
+           s.cancel_reason, s.cancel_user, s.ingester_failure_category, s.ingester_failure_subcategory,
+           s.ingester_failure_reason, s.ingester_failure_message, s.ingester_retry_policy
+    FROM li_job_new s
+    LEFT JOIN LATERAL (SELECT true AS found FROM job j WHERE j.job_id = s.job_id LIMIT 1) e ON true
+    WHERE e.found IS NULL
     ON CONFLICT DO NOTHING
     RETURNING job_id
-), merged_updates AS (
-    DELETE FROM li_job_update u USING inserted i WHERE u.job_id = i.job_id
-), merged_progress AS (
-    DELETE FROM li_job_progress p USING inserted i WHERE p.job_id = i.job_id
 )
-SELECT count(*) FROM inserted"
-);
+SELECT s.job_id FROM li_job_new s WHERE s.job_id NOT IN (SELECT job_id FROM inserted)";
 
 /// The guarded merge of staged deltas into stored `job` rows (docs/precedence.md, job rules 2–6; see
 /// `job_merge!`). `cur`: the stored rows of the batch's jobs, locked, each with its own progress point (the
@@ -226,7 +203,7 @@ WITH keys AS (
     CROSS JOIN LATERAL (SELECT * FROM job WHERE job.job_id = k.job_id FOR UPDATE) j
     LEFT JOIN LATERAL (SELECT r.leased FROM job_run r WHERE r.run_id = j.latest_run_id LIMIT 1) lr ON true
 ),",
-    job_merge!("job_run"),
+    job_merge!(),
     "
 UPDATE job j SET
     state = n.new_state,
@@ -248,10 +225,12 @@ FROM n
 WHERE j.job_id = n.key AND n.changes"
 );
 
-/// Encodes the new jobs for [`COPY_NEW`].
-pub fn copy_new<'a>(jobs: impl Iterator<Item = &'a JobRow>) -> CopyWriter {
-    let mut w = CopyWriter::new(14);
-    for j in jobs {
+/// Encodes the new jobs, settled (`changes::settle`), for [`COPY_NEW`].
+pub fn copy_new<'a>(jobs: impl Iterator<Item = SettledJob<'a>>) -> CopyWriter {
+    let mut w = CopyWriter::new(27);
+    for s in jobs {
+        let j = s.row;
+        let f = s.failure;
         w.row()
             .text(&j.job_id)
             .text(&j.queue)
@@ -261,12 +240,25 @@ pub fn copy_new<'a>(jobs: impl Iterator<Item = &'a JobRow>) -> CopyWriter {
             .int8(j.memory)
             .int8(j.ephemeral_storage)
             .int8(j.gpu)
-            .int8(j.priority)
+            .int8(s.priority)
             .ts(j.submitted)
+            .int2(s.state)
+            .ts(s.last_transition_time)
+            .int8(s.last_transition_time.div_euclid(1_000_000))
             .opt_text(j.priority_class.as_deref())
             .text(&j.namespace)
             .opt_jsonb(Some(&j.annotations))
-            .text(&j.external_job_uri);
+            .text(&j.external_job_uri)
+            .ts(s.priority_at)
+            .opt_text(s.latest_run_id)
+            .opt_ts(s.cancelled)
+            .opt_text(s.cancel_reason)
+            .opt_text(s.cancel_user)
+            .opt_text(f.and_then(|f| f.category.as_deref()))
+            .opt_text(f.and_then(|f| f.subcategory.as_deref()))
+            .opt_text(f.and_then(|f| f.reason.as_deref()))
+            .opt_text(f.and_then(|f| f.message.as_deref()))
+            .opt_text(f.and_then(|f| f.retry_policy.as_deref()));
     }
     w
 }
@@ -306,11 +298,18 @@ pub fn copy_update<'a>(deltas: impl Iterator<Item = (&'a String, &'a JobDelta)>)
     w
 }
 
-/// Encodes the progress candidates for [`COPY_PROGRESS`].
-pub fn copy_progress(changes: &RowChanges) -> CopyWriter {
+/// Encodes the progress candidates for [`COPY_PROGRESS`], leaving out points that name a run in `skip_runs` (runs
+/// that do not exist: their events are parked).
+pub fn copy_progress<'a>(
+    deltas: impl Iterator<Item = (&'a String, &'a JobDelta)>,
+    skip_runs: &BTreeSet<&str>,
+) -> CopyWriter {
     let mut w = CopyWriter::new(4);
-    for (job_id, d) in &changes.job_updates {
+    for (job_id, d) in deltas {
         for p in &d.progress {
+            if p.run_id.as_deref().is_some_and(|r| skip_runs.contains(&r)) {
+                continue;
+            }
             w.row().text(job_id).opt_text(p.run_id.as_deref()).int2(p.phase as i16).ts(p.at);
         }
     }

@@ -1,17 +1,22 @@
-//! All SQL for the `job_run` table: its staging tables, the idempotent insert and the guarded update.
+//! All SQL for the `job_run` table: its staging tables, the idempotent insert of new runs (settled in memory,
+//! `changes::settle`) and the guarded update of stored ones.
 //!
 //! The update implements the run rules of `docs/precedence.md` in one statement: ended states absorb, active
 //! states only move forward, the first ending decides the end columns, timestamps keep the newest value, and an
 //! absent value never erases a stored one.
 
-use crate::changes::{RunDelta, RunRow};
+use crate::changes::RunDelta;
+use crate::changes::settle::SettledRun;
 
 use super::copy::CopyWriter;
 
 /// Per-connection staging tables (emptied at commit).
 pub const STAGING: &str = "
 CREATE TEMP TABLE IF NOT EXISTS li_run_new (
-    run_id text, job_id text, cluster text, node text, leased timestamp, pool text
+    run_id text, job_id text, cluster text, node text, leased timestamp, pool text, job_run_state smallint,
+    pending timestamp, started timestamp, finished timestamp, exit_code integer, error bytea, debug bytea,
+    failure_category text, failure_subcategory text, scheduler_termination_reason jsonb, ingress_addresses jsonb,
+    ingester_category_source text
 ) ON COMMIT DELETE ROWS;
 CREATE INDEX IF NOT EXISTS li_run_new_run_id ON li_run_new (run_id);
 CREATE TEMP TABLE IF NOT EXISTS li_run_update (
@@ -79,42 +84,27 @@ d AS (
     };
 }
 
-/// Inserts the batch's new runs of existing jobs *as the batch leaves them* (see `job::INSERT`): each new run's
-/// staged update is merged into its row before it is written, so a run leased and then ended within one batch is
-/// written once. The merged updates are taken out of staging; those of runs that exist already (a redelivered
-/// lease) stay for [`UPDATE`]. `cur` carries the staged columns through to the insert (see `job::INSERT` on why
-/// the staging table is not joined back). Runs of unknown jobs were taken out of staging before (`store::orphans`); the parent
-/// probe remains a guard. Returns the number of rows inserted.
-pub const INSERT: &str = concat!(
-    "
-WITH cur AS (
-    SELECT s.run_id, 11::smallint AS job_run_state, NULL::timestamp AS pending, NULL::timestamp AS started,
-           NULL::timestamp AS finished, s.node, NULL::integer AS exit_code, NULL::bytea AS error,
-           NULL::bytea AS debug, NULL::text AS failure_category, NULL::text AS failure_subcategory,
-           NULL::jsonb AS scheduler_termination_reason, NULL::jsonb AS ingress_addresses,
-           NULL::text AS ingester_category_source, false AS ended, 0 AS rank, s.job_id, s.cluster, s.leased, s.pool
-    FROM li_run_new s
-    LEFT JOIN LATERAL (SELECT true AS found FROM job_run r WHERE r.run_id = s.run_id LIMIT 1) e ON true
-    WHERE e.found IS NULL
-),",
-    run_merge!(),
-    ", inserted AS (
+/// Inserts the batch's new runs, each as the batch leaves it (settled in memory by `changes::settle`, so a run
+/// leased and ended within one batch is written once), unless the run exists. Returns the staged runs that were
+/// *not* inserted: they exist already (a redelivered lease), and the writer stages their deltas for [`UPDATE`]
+/// instead. Runs of unknown jobs were taken out of staging before (`store::orphans`); the parent probe remains a
+/// guard.
+pub const INSERT: &str = "
+WITH inserted AS (
     INSERT INTO job_run (run_id, job_id, cluster, node, leased, job_run_state, pool, pending, started, finished,
                          exit_code, error, debug, failure_category, failure_subcategory,
                          scheduler_termination_reason, ingress_addresses, ingester_category_source)
-    SELECT n.run_id, n.job_id, n.cluster, n.new_node, n.leased, n.new_state, n.pool, n.new_pending, n.new_started,
-           n.new_finished, n.new_exit_code, n.new_error, n.new_debug, n.new_category, n.new_subcategory,
-           n.new_termination_reason, n.new_ingress, n.new_category_source
-    FROM n
-    CROSS JOIN LATERAL (SELECT 1 FROM job j WHERE j.job_id = n.job_id LIMIT 1) parent
-    ORDER BY n.run_id
+    SELECT s.run_id, s.job_id, s.cluster, s.node, s.leased, s.job_run_state, s.pool, s.pending, s.started,
+           s.finished, s.exit_code, s.error, s.debug, s.failure_category, s.failure_subcategory,
+           s.scheduler_termination_reason, s.ingress_addresses, s.ingester_category_source
+    FROM li_run_new s
+    CROSS JOIN LATERAL (SELECT 1 FROM job j WHERE j.job_id = s.job_id LIMIT 1) parent
+    LEFT JOIN LATERAL (SELECT true AS found FROM job_run r WHERE r.run_id = s.run_id LIMIT 1) e ON true
+    WHERE e.found IS NULL
     ON CONFLICT (run_id) DO NOTHING
     RETURNING run_id
-), merged_updates AS (
-    DELETE FROM li_run_update u USING inserted i WHERE u.run_id = i.run_id
 )
-SELECT count(*) FROM inserted"
-);
+SELECT s.run_id FROM li_run_new s WHERE s.run_id NOT IN (SELECT run_id FROM inserted)";
 
 /// The guarded merge of staged deltas into stored `job_run` rows (`run_merge!`). Any state other than LEASED (11),
 /// PENDING (1) and RUNNING (2) counts as ended and absorbs. Stored rows are reached by primary-key probes driven
@@ -158,17 +148,30 @@ WHERE r.run_id = n.key
     OR r.ingester_category_source IS DISTINCT FROM n.new_category_source)"
 );
 
-/// Encodes the new runs for [`COPY_NEW`].
-pub fn copy_new<'a>(runs: impl Iterator<Item = &'a RunRow>) -> CopyWriter {
-    let mut w = CopyWriter::new(6);
-    for r in runs {
+/// Encodes the new runs, settled (`changes::settle`), for [`COPY_NEW`].
+pub fn copy_new<'a>(runs: impl Iterator<Item = SettledRun<'a>>) -> CopyWriter {
+    let mut w = CopyWriter::new(18);
+    for s in runs {
+        let r = s.row;
         w.row()
             .text(&r.run_id)
             .text(&r.job_id)
             .text(&r.cluster)
-            .opt_text(r.node.as_deref())
+            .opt_text(s.node)
             .ts(r.leased)
-            .opt_text(r.pool.as_deref());
+            .opt_text(r.pool.as_deref())
+            .int2(s.state)
+            .opt_ts(s.pending)
+            .opt_ts(s.started)
+            .opt_ts(s.finished)
+            .opt_int4(s.exit_code)
+            .opt_bytes(s.error)
+            .opt_bytes(s.debug)
+            .opt_text(s.category)
+            .opt_text(s.subcategory)
+            .opt_jsonb(s.termination_reason)
+            .opt_jsonb(s.ingress.as_deref())
+            .opt_text(s.category_source);
     }
     w
 }

@@ -3,6 +3,7 @@
 //! Updates, runs and errors whose parent does not exist are taken out of the staging tables by one statement
 //! (`orphans.rs`) and reported as orphans (the writer parks their events).
 
+use std::collections::BTreeSet;
 use std::sync::LazyLock;
 
 use sqlx::{Executor, PgConnection};
@@ -11,7 +12,7 @@ use super::error::{ErrorClass, classify};
 use super::orphans::{self, Orphan};
 use super::parked::WaitsFor;
 use super::{copy, job, job_error, job_run, job_spec};
-use crate::changes::RowChanges;
+use crate::changes::{RowChanges, settle};
 use crate::message::EventId;
 use crate::states::{Operation, RowsWritten, Table};
 
@@ -56,22 +57,30 @@ pub struct Written {
 
 /// Stages and writes one set of row changes. `force` runs every statement even when its staging is empty (to
 /// clear leftovers between savepoints and to probe the statements).
+///
+/// Jobs and runs the batch creates are staged settled (`changes::settle`), their deltas not at all; only when one
+/// exists after all (the insert skips it) is its delta staged, for the guarded update like any other.
 pub async fn write_changes(conn: &mut PgConnection, changes: &RowChanges, force: bool) -> sqlx::Result<Written> {
     let mut out = Written::default();
     if force {
         conn.execute(CLEAR_STAGING.as_str()).await?;
     }
-    copy_in(conn, job::COPY_NEW, job::copy_new(changes.jobs.values())).await?;
+    let job_updates = || changes.job_updates.iter().filter(|(id, _)| !changes.jobs.contains_key(*id));
+    let run_updates = || changes.run_updates.iter().filter(|(id, _)| !changes.runs.contains_key(*id));
+    let new_jobs = changes.jobs.values().map(|j| settle::job(j, changes.job_updates.get(&j.job_id), &changes.runs));
+    let new_runs = changes.runs.values().map(|r| settle::run(r, changes.run_updates.get(&r.run_id)));
+    copy_in(conn, job::COPY_NEW, job::copy_new(new_jobs)).await?;
     copy_in(conn, job_spec::COPY_NEW, job_spec::copy_new(changes.job_specs.values())).await?;
-    copy_in(conn, job::COPY_UPDATE, job::copy_update(changes.job_updates.iter())).await?;
-    copy_in(conn, job::COPY_PROGRESS, job::copy_progress(changes)).await?;
-    copy_in(conn, job_run::COPY_NEW, job_run::copy_new(changes.runs.values())).await?;
-    copy_in(conn, job_run::COPY_UPDATE, job_run::copy_update(changes.run_updates.iter())).await?;
+    let staged_job_updates = copy_in(conn, job::COPY_UPDATE, job::copy_update(job_updates())).await?
+        + copy_in(conn, job::COPY_PROGRESS, job::copy_progress(job_updates(), &BTreeSet::new())).await?;
+    copy_in(conn, job_run::COPY_NEW, job_run::copy_new(new_runs)).await?;
+    let staged_run_updates = copy_in(conn, job_run::COPY_UPDATE, job_run::copy_update(run_updates())).await?;
     copy_in(conn, job_error::COPY_NEW, job_error::copy_new(changes.job_errors.values())).await?;
 
     let any = |n: usize| force || n > 0;
     // Orphans, from one snapshot (`orphans.rs`): updates, runs and errors whose job or run does not exist.
-    if any(changes.job_updates.len() + changes.runs.len() + changes.run_updates.len() + changes.job_errors.len()) {
+    let mut missing_runs: BTreeSet<&str> = BTreeSet::new();
+    if any(staged_job_updates + changes.runs.len() + staged_run_updates + changes.job_errors.len()) {
         let taken: Vec<(String, String)> = sqlx::query_as(orphans::TAKE).fetch_all(&mut *conn).await?;
         for (kind, id) in taken {
             match Orphan::parse(&kind) {
@@ -84,38 +93,64 @@ pub async fn write_changes(conn: &mut PgConnection, changes: &RowChanges, force:
                     }
                 }
                 Some(Orphan::NewRun) => {
-                    if let Some(r) = changes.runs.get(&id) {
+                    // The lease waits for the job; the run's other events, settled into it, for the run.
+                    if let Some((run_id, r)) = changes.runs.get_key_value(&id) {
                         out.orphans.push((r.source, WaitsFor::Job));
+                        missing_runs.insert(run_id);
+                        if let Some(d) = changes.run_updates.get(&id) {
+                            out.orphans.extend(d.sources.iter().map(|s| (*s, WaitsFor::Run)));
+                        }
                     }
                 }
                 Some(Orphan::Run) => {
-                    if let Some(d) = changes.run_updates.get(&id) {
+                    // A new run (of a missing job) is reported as `new_run` too, and parked there.
+                    if let Some((run_id, d)) = changes.run_updates.get_key_value(&id)
+                        && !changes.runs.contains_key(&id)
+                    {
                         out.orphans.extend(d.sources.iter().map(|s| (*s, WaitsFor::Run)));
+                        missing_runs.insert(run_id);
                     }
                 }
                 None => unreachable!("orphans::TAKE returns only the kinds Orphan parses, got {kind}"),
             }
         }
     }
+    let mut existing_jobs = 0;
     if any(changes.jobs.len()) {
-        inserted(conn, job::INSERT, Table::Job, &mut out).await?;
+        let existing: Vec<String> = sqlx::query_scalar(job::INSERT).fetch_all(&mut *conn).await?;
+        out.rows.push(inserts(Table::Job, changes.jobs.len(), existing.len()));
+        // Jobs that existed after all: their deltas go to the guarded update.
+        let deltas = || existing.iter().filter_map(|id| changes.job_updates.get_key_value(id));
+        existing_jobs = copy_in(conn, job::COPY_UPDATE, job::copy_update(deltas())).await?
+            + copy_in(conn, job::COPY_PROGRESS, job::copy_progress(deltas(), &missing_runs)).await?;
     }
     if any(changes.job_specs.len()) {
         counted(conn, job_spec::INSERT, (Table::JobSpec, Operation::Insert), &mut out).await?;
     }
+    let mut existing_runs = 0;
     if any(changes.runs.len()) {
-        inserted(conn, job_run::INSERT, Table::JobRun, &mut out).await?;
+        let existing: Vec<String> = sqlx::query_scalar(job_run::INSERT).fetch_all(&mut *conn).await?;
+        let taken = changes.runs.keys().filter(|r| missing_runs.contains(r.as_str())).count();
+        out.rows.push(inserts(Table::JobRun, changes.runs.len() - taken, existing.len()));
+        // Runs that existed after all: their deltas go to the guarded update.
+        let deltas = existing.iter().filter_map(|id| changes.run_updates.get_key_value(id));
+        existing_runs = copy_in(conn, job_run::COPY_UPDATE, job_run::copy_update(deltas)).await?;
     }
-    if any(changes.job_updates.len()) {
+    if any(staged_job_updates + existing_jobs) {
         counted(conn, job::UPDATE, (Table::Job, Operation::Update), &mut out).await?;
     }
-    if any(changes.run_updates.len()) {
+    if any(staged_run_updates + existing_runs) {
         counted(conn, job_run::UPDATE, (Table::JobRun, Operation::Update), &mut out).await?;
     }
     if any(changes.job_errors.len()) {
         counted(conn, job_error::INSERT, (Table::JobError, Operation::Insert), &mut out).await?;
     }
     Ok(out)
+}
+
+/// Rows an insert wrote: those staged, less those it found existing.
+fn inserts(table: Table, staged: usize, existing: usize) -> RowsWritten {
+    RowsWritten { table, operation: Operation::Insert, rows: staged.saturating_sub(existing) as u64 }
 }
 
 /// Runs one statement and records the rows it affected under (table, operation).
@@ -127,19 +162,6 @@ async fn counted(
 ) -> sqlx::Result<()> {
     let r = sqlx::query(statement).execute(&mut *conn).await?;
     out.rows.push(RowsWritten { table, operation, rows: r.rows_affected() });
-    Ok(())
-}
-
-/// Runs an insert that merges the batch's updates into its new rows (`job::INSERT`, `job_run::INSERT`) and
-/// returns the count of rows it inserted; records them under (table, insert).
-async fn inserted(
-    conn: &mut PgConnection,
-    statement: &'static str,
-    table: Table,
-    out: &mut Written,
-) -> sqlx::Result<()> {
-    let rows: i64 = sqlx::query_scalar(statement).fetch_one(&mut *conn).await?;
-    out.rows.push(RowsWritten { table, operation: Operation::Insert, rows: u64::try_from(rows).unwrap_or_default() });
     Ok(())
 }
 
@@ -170,10 +192,11 @@ pub async fn write_part(conn: &mut PgConnection, changes: &RowChanges) -> sqlx::
     }
 }
 
-/// Sends one staging table's rows with binary COPY (skipped when there are none).
-async fn copy_in(conn: &mut PgConnection, statement: &str, writer: copy::CopyWriter) -> sqlx::Result<()> {
-    if writer.rows() == 0 {
-        return Ok(());
+/// Sends one staging table's rows with binary COPY (skipped when there are none); returns how many rows it sent.
+async fn copy_in(conn: &mut PgConnection, statement: &str, writer: copy::CopyWriter) -> sqlx::Result<usize> {
+    let rows = writer.rows();
+    if rows == 0 {
+        return Ok(0);
     }
     let mut copy = conn.copy_in_raw(statement).await?;
     let payload = writer.finish();
@@ -182,5 +205,5 @@ async fn copy_in(conn: &mut PgConnection, statement: &str, writer: copy::CopyWri
         return Err(e);
     }
     copy.finish().await?;
-    Ok(())
+    Ok(rows)
 }
