@@ -112,3 +112,33 @@ fn each_copy_writer_fills_every_column_of_its_staging_table() {
     }
     assert_eq!(tables.len(), stage::TABLES.len(), "every staging table has a COPY writer");
 }
+
+/// The column names of a staging table, in order.
+fn staging_column_names(table: &str) -> Vec<String> {
+    let ddl = stage::STAGING.concat();
+    let head = format!("CREATE TEMP TABLE IF NOT EXISTS {table} (");
+    let start = ddl.find(&head).unwrap_or_else(|| panic!("no staging table {table}")) + head.len();
+    let body = &ddl[start..start + ddl[start..].find(") ON COMMIT").expect("end of the column list")];
+    body.split(',').filter_map(|c| c.split_whitespace().next()).map(str::to_string).collect()
+}
+
+/// The column list of `COPY table (a, b, …) FROM …`.
+fn copy_columns(statement: &str) -> Vec<String> {
+    let open = statement.find('(').expect("a column list");
+    let close = statement.find(')').expect("end of the column list");
+    statement[open + 1..close].split(',').map(|c| c.trim().to_string()).collect()
+}
+
+#[test]
+fn direct_copies_name_the_staging_columns_in_their_order() {
+    // One encoder writes both the staging table and the real one: the column lists must agree, name by name.
+    for (direct, table) in [
+        (job::COPY_DIRECT, "li_job_new"),
+        (job_run::COPY_DIRECT, "li_run_new"),
+        (job_spec::COPY_DIRECT, "li_job_spec_new"),
+    ] {
+        assert_eq!(copy_columns(direct), staging_column_names(table), "{direct}");
+    }
+    assert_eq!(copy_columns(job::COPY_NEW_KEYS), staging_column_names("li_job_new")[..1]);
+    assert_eq!(copy_columns(job_run::COPY_NEW_KEYS), staging_column_names("li_run_new")[..2]);
+}

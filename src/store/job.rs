@@ -39,6 +39,14 @@ CREATE INDEX IF NOT EXISTS li_job_progress_job_id ON li_job_progress (job_id);
 ";
 
 pub const COPY_NEW: &str = "COPY li_job_new FROM STDIN (FORMAT binary)";
+/// The keys alone, for deciding orphans and which new jobs exist already (`store::new_rows`).
+pub const COPY_NEW_KEYS: &str = "COPY li_job_new (job_id) FROM STDIN (FORMAT binary)";
+/// New jobs straight into `job`, with the columns of [`copy_new`] (the staging table's, in its order).
+pub const COPY_DIRECT: &str = "COPY job (job_id, queue, owner, jobset, cpu, memory, ephemeral_storage, gpu, priority,
+    submitted, state, last_transition_time, last_transition_time_seconds, priority_class, namespace, annotations,
+    external_job_uri, ingester_priority_at, latest_run_id, cancelled, cancel_reason, cancel_user,
+    ingester_failure_category, ingester_failure_subcategory, ingester_failure_reason, ingester_failure_message,
+    ingester_retry_policy) FROM STDIN (FORMAT binary)";
 pub const COPY_UPDATE: &str = "COPY li_job_update FROM STDIN (FORMAT binary)";
 pub const COPY_PROGRESS: &str = "COPY li_job_progress FROM STDIN (FORMAT binary)";
 
@@ -152,10 +160,9 @@ d AS (
     };
 }
 
-/// Inserts the batch's new jobs, each as the batch leaves it (settled in memory by `changes::settle`, so a job
-/// whose submit and later events share a batch is written once and touches `job`'s indexes once), unless the job
-/// exists. Returns the staged jobs that were *not* inserted: they exist already (a redelivered submit, or one a
-/// concurrent lane committed first), and the writer stages their deltas for [`UPDATE`] instead.
+/// The fallback of [`COPY_DIRECT`] (`store::new_rows`): inserts the staged new jobs unless they exist. Returns the
+/// staged jobs that were *not* inserted: they exist already (one a concurrent lane committed first), and their
+/// deltas are staged for [`UPDATE`] instead.
 ///
 /// The existence probe is by key (LATERAL, never a join the planner could run as a scan of `job`) and also covers
 /// Lookout's hot/cold variant, whose primary key is `(job_id, state)` (docs/compatibility.md §3.8).
@@ -225,7 +232,16 @@ FROM n
 WHERE j.job_id = n.key AND n.changes"
 );
 
-/// Encodes the new jobs, settled (`changes::settle`), for [`COPY_NEW`].
+/// Encodes the new jobs' keys for [`COPY_NEW_KEYS`].
+pub fn copy_keys<'a>(job_ids: impl Iterator<Item = &'a String>) -> CopyWriter {
+    let mut w = CopyWriter::new(1);
+    for id in job_ids {
+        w.row().text(id);
+    }
+    w
+}
+
+/// Encodes the new jobs, settled (`changes::settle`), for [`COPY_NEW`] and [`COPY_DIRECT`].
 pub fn copy_new<'a>(jobs: impl Iterator<Item = SettledJob<'a>>) -> CopyWriter {
     let mut w = CopyWriter::new(27);
     for s in jobs {

@@ -5,8 +5,8 @@
 //! states only move forward, the first ending decides the end columns, timestamps keep the newest value, and an
 //! absent value never erases a stored one.
 
-use crate::changes::RunDelta;
 use crate::changes::settle::SettledRun;
+use crate::changes::{RunDelta, RunRow};
 
 use super::copy::CopyWriter;
 
@@ -28,6 +28,12 @@ CREATE TEMP TABLE IF NOT EXISTS li_run_update (
 ";
 
 pub const COPY_NEW: &str = "COPY li_run_new FROM STDIN (FORMAT binary)";
+/// The keys alone, for deciding orphans and which new runs exist already (`store::new_rows`).
+pub const COPY_NEW_KEYS: &str = "COPY li_run_new (run_id, job_id) FROM STDIN (FORMAT binary)";
+/// New runs straight into `job_run`, with the columns of [`copy_new`] (the staging table's, in its order).
+pub const COPY_DIRECT: &str = "COPY job_run (run_id, job_id, cluster, node, leased, pool, job_run_state, pending,
+    started, finished, exit_code, error, debug, failure_category, failure_subcategory, scheduler_termination_reason,
+    ingress_addresses, ingester_category_source) FROM STDIN (FORMAT binary)";
 pub const COPY_UPDATE: &str = "COPY li_run_update FROM STDIN (FORMAT binary)";
 
 /// The decision of the run merge (docs/precedence.md, run rules 2–8), as the CTEs `d` and `n`, which follow a CTE
@@ -84,11 +90,9 @@ d AS (
     };
 }
 
-/// Inserts the batch's new runs, each as the batch leaves it (settled in memory by `changes::settle`, so a run
-/// leased and ended within one batch is written once), unless the run exists. Returns the staged runs that were
-/// *not* inserted: they exist already (a redelivered lease), and the writer stages their deltas for [`UPDATE`]
-/// instead. Runs of unknown jobs were taken out of staging before (`store::orphans`); the parent probe remains a
-/// guard.
+/// The fallback of [`COPY_DIRECT`] (`store::new_rows`): inserts the staged new runs unless they exist. Returns the
+/// staged runs that were *not* inserted: they exist already, and their deltas are staged for [`UPDATE`] instead.
+/// Runs of unknown jobs were taken out of staging before (`store::orphans`); the parent probe remains a guard.
 pub const INSERT: &str = "
 WITH inserted AS (
     INSERT INTO job_run (run_id, job_id, cluster, node, leased, job_run_state, pool, pending, started, finished,
@@ -148,7 +152,16 @@ WHERE r.run_id = n.key
     OR r.ingester_category_source IS DISTINCT FROM n.new_category_source)"
 );
 
-/// Encodes the new runs, settled (`changes::settle`), for [`COPY_NEW`].
+/// Encodes the new runs' keys for [`COPY_NEW_KEYS`].
+pub fn copy_keys<'a>(runs: impl Iterator<Item = &'a RunRow>) -> CopyWriter {
+    let mut w = CopyWriter::new(2);
+    for r in runs {
+        w.row().text(&r.run_id).text(&r.job_id);
+    }
+    w
+}
+
+/// Encodes the new runs, settled (`changes::settle`), for [`COPY_NEW`] and [`COPY_DIRECT`].
 pub fn copy_new<'a>(runs: impl Iterator<Item = SettledRun<'a>>) -> CopyWriter {
     let mut w = CopyWriter::new(18);
     for s in runs {

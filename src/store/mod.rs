@@ -18,6 +18,7 @@ pub mod job;
 pub mod job_error;
 pub mod job_run;
 pub mod job_spec;
+pub mod new_rows;
 pub mod orphans;
 pub mod parked;
 pub mod position;

@@ -1,5 +1,6 @@
 //! Staging: sends one set of [`RowChanges`] to Postgres with binary COPY into per-connection staging tables, then
-//! runs the set-based insert and merge statements of `job.rs`, `job_run.rs`, `job_spec.rs` and `job_error.rs`.
+//! runs the set-based merge statements of `job.rs`, `job_run.rs` and the inserts of `job_spec.rs` and
+//! `job_error.rs`. The jobs and runs the batch creates are written by `new_rows.rs`.
 //! Updates, runs and errors whose parent does not exist are taken out of the staging tables by one statement
 //! (`orphans.rs`) and reported as orphans (the writer parks their events).
 
@@ -9,10 +10,11 @@ use std::sync::LazyLock;
 use sqlx::{Executor, PgConnection};
 
 use super::error::{ErrorClass, classify};
+use super::new_rows::{self, Existing};
 use super::orphans::{self, Orphan};
 use super::parked::WaitsFor;
 use super::{copy, job, job_error, job_run, job_spec};
-use crate::changes::{RowChanges, settle};
+use crate::changes::{JobRow, JobSpecRow, RowChanges, RunRow};
 use crate::message::EventId;
 use crate::states::{Operation, RowsWritten, Table};
 
@@ -32,8 +34,9 @@ pub const TABLES: [&str; 7] = [
 ];
 
 /// The statements of a write after the COPYs, by name, in the order [`write_changes`] runs them.
-pub const STATEMENTS: [(&str, &str); 7] = [
+pub const STATEMENTS: [(&str, &str); 8] = [
     ("orphans::TAKE", orphans::TAKE),
+    ("new_rows::EXISTING", new_rows::EXISTING),
     ("job::INSERT", job::INSERT),
     ("job_spec::INSERT", job_spec::INSERT),
     ("job_run::INSERT", job_run::INSERT),
@@ -58,8 +61,8 @@ pub struct Written {
 /// Stages and writes one set of row changes. `force` runs every statement even when its staging is empty (to
 /// clear leftovers between savepoints and to probe the statements).
 ///
-/// Jobs and runs the batch creates are staged settled (`changes::settle`), their deltas not at all; only when one
-/// exists after all (the insert skips it) is its delta staged, for the guarded update like any other.
+/// Jobs and runs the batch creates are written settled (`changes::settle`) by `new_rows`, their deltas not at all;
+/// only when one exists after all is its delta staged, for the guarded update like any other.
 pub async fn write_changes(conn: &mut PgConnection, changes: &RowChanges, force: bool) -> sqlx::Result<Written> {
     let mut out = Written::default();
     if force {
@@ -67,79 +70,63 @@ pub async fn write_changes(conn: &mut PgConnection, changes: &RowChanges, force:
     }
     let job_updates = || changes.job_updates.iter().filter(|(id, _)| !changes.jobs.contains_key(*id));
     let run_updates = || changes.run_updates.iter().filter(|(id, _)| !changes.runs.contains_key(*id));
-    let new_jobs = changes.jobs.values().map(|j| settle::job(j, changes.job_updates.get(&j.job_id), &changes.runs));
-    let new_runs = changes.runs.values().map(|r| settle::run(r, changes.run_updates.get(&r.run_id)));
-    copy_in(conn, job::COPY_NEW, job::copy_new(new_jobs)).await?;
-    copy_in(conn, job_spec::COPY_NEW, job_spec::copy_new(changes.job_specs.values())).await?;
-    let staged_job_updates = copy_in(conn, job::COPY_UPDATE, job::copy_update(job_updates())).await?
+    copy_in(conn, job::COPY_NEW_KEYS, job::copy_keys(changes.jobs.keys())).await?;
+    copy_in(conn, job_run::COPY_NEW_KEYS, job_run::copy_keys(changes.runs.values())).await?;
+    let mut staged_job_updates = copy_in(conn, job::COPY_UPDATE, job::copy_update(job_updates())).await?
         + copy_in(conn, job::COPY_PROGRESS, job::copy_progress(job_updates(), &BTreeSet::new())).await?;
-    copy_in(conn, job_run::COPY_NEW, job_run::copy_new(new_runs)).await?;
-    let staged_run_updates = copy_in(conn, job_run::COPY_UPDATE, job_run::copy_update(run_updates())).await?;
+    let mut staged_run_updates = copy_in(conn, job_run::COPY_UPDATE, job_run::copy_update(run_updates())).await?;
     copy_in(conn, job_error::COPY_NEW, job_error::copy_new(changes.job_errors.values())).await?;
 
     let any = |n: usize| force || n > 0;
-    // Orphans, from one snapshot (`orphans.rs`): updates, runs and errors whose job or run does not exist.
-    let mut missing_runs: BTreeSet<&str> = BTreeSet::new();
-    if any(staged_job_updates + changes.runs.len() + staged_run_updates + changes.job_errors.len()) {
-        let taken: Vec<(String, String)> = sqlx::query_as(orphans::TAKE).fetch_all(&mut *conn).await?;
-        for (kind, id) in taken {
-            match Orphan::parse(&kind) {
-                Some(Orphan::Job) => {
-                    if let Some(d) = changes.job_updates.get(&id) {
-                        out.orphans.extend(d.sources.iter().map(|s| (*s, WaitsFor::Job)));
-                    }
-                    if let Some(e) = changes.job_errors.get(&id) {
-                        out.orphans.push((e.source, WaitsFor::Job));
-                    }
-                }
-                Some(Orphan::NewRun) => {
-                    // The lease waits for the job; the run's other events, settled into it, for the run.
-                    if let Some((run_id, r)) = changes.runs.get_key_value(&id) {
-                        out.orphans.push((r.source, WaitsFor::Job));
-                        missing_runs.insert(run_id);
-                        if let Some(d) = changes.run_updates.get(&id) {
-                            out.orphans.extend(d.sources.iter().map(|s| (*s, WaitsFor::Run)));
-                        }
-                    }
-                }
-                Some(Orphan::Run) => {
-                    // A new run (of a missing job) is reported as `new_run` too, and parked there.
-                    if let Some((run_id, d)) = changes.run_updates.get_key_value(&id)
-                        && !changes.runs.contains_key(&id)
-                    {
-                        out.orphans.extend(d.sources.iter().map(|s| (*s, WaitsFor::Run)));
-                        missing_runs.insert(run_id);
-                    }
-                }
-                None => unreachable!("orphans::TAKE returns only the kinds Orphan parses, got {kind}"),
-            }
-        }
+    let missing_runs = if any(staged_job_updates + changes.runs.len() + staged_run_updates + changes.job_errors.len()) {
+        take_orphans(conn, changes, &mut out).await?
+    } else {
+        BTreeSet::new()
+    };
+
+    // New rows: those that exist already are not written again; the others are written as the batch leaves them.
+    let stored = if any(changes.jobs.len() + changes.runs.len()) {
+        new_rows::existing(conn).await?
+    } else {
+        Existing::default()
+    };
+    let jobs: Vec<&JobRow> = changes.jobs.values().filter(|j| !stored.jobs.contains(&j.job_id)).collect();
+    let specs: Vec<&JobSpecRow> = changes.job_specs.values().filter(|s| !stored.jobs.contains(&s.job_id)).collect();
+    let runs: Vec<&RunRow> = changes
+        .runs
+        .values()
+        .filter(|r| !stored.runs.contains(&r.run_id) && !missing_runs.contains(r.run_id.as_str()))
+        .collect();
+    let inserted = new_rows::insert(conn, changes, &jobs, &specs, &runs).await?;
+    if !changes.jobs.is_empty() {
+        out.rows.push(RowsWritten { table: Table::Job, operation: Operation::Insert, rows: inserted.jobs });
     }
-    let mut existing_jobs = 0;
-    if any(changes.jobs.len()) {
-        let existing: Vec<String> = sqlx::query_scalar(job::INSERT).fetch_all(&mut *conn).await?;
-        out.rows.push(inserts(Table::Job, changes.jobs.len(), existing.len()));
-        // Jobs that existed after all: their deltas go to the guarded update.
-        let deltas = || existing.iter().filter_map(|id| changes.job_updates.get_key_value(id));
-        existing_jobs = copy_in(conn, job::COPY_UPDATE, job::copy_update(deltas())).await?
-            + copy_in(conn, job::COPY_PROGRESS, job::copy_progress(deltas(), &missing_runs)).await?;
+    if !changes.runs.is_empty() {
+        out.rows.push(RowsWritten { table: Table::JobRun, operation: Operation::Insert, rows: inserted.runs });
     }
-    if any(changes.job_specs.len()) {
-        counted(conn, job_spec::INSERT, (Table::JobSpec, Operation::Insert), &mut out).await?;
+
+    // Rows that existed after all: their deltas go to the guarded updates; a stored job keeps its spec if it has
+    // one.
+    let job_ids = stored.jobs.iter().chain(&inserted.existing.jobs);
+    let deltas = || job_ids.clone().filter_map(|id| changes.job_updates.get_key_value(id));
+    staged_job_updates += copy_in(conn, job::COPY_UPDATE, job::copy_update(deltas())).await?
+        + copy_in(conn, job::COPY_PROGRESS, job::copy_progress(deltas(), &missing_runs)).await?;
+    let run_ids = stored.runs.iter().chain(&inserted.existing.runs);
+    let deltas = run_ids.filter_map(|id| changes.run_updates.get_key_value(id));
+    staged_run_updates += copy_in(conn, job_run::COPY_UPDATE, job_run::copy_update(deltas)).await?;
+    let stored_specs = stored.jobs.iter().filter_map(|id| changes.job_specs.get(id));
+    let mut specs_written = inserted.specs;
+    if any(copy_in(conn, job_spec::COPY_NEW, job_spec::copy_new(stored_specs)).await?) {
+        specs_written += sqlx::query(job_spec::INSERT).execute(&mut *conn).await?.rows_affected();
     }
-    let mut existing_runs = 0;
-    if any(changes.runs.len()) {
-        let existing: Vec<String> = sqlx::query_scalar(job_run::INSERT).fetch_all(&mut *conn).await?;
-        let taken = changes.runs.keys().filter(|r| missing_runs.contains(r.as_str())).count();
-        out.rows.push(inserts(Table::JobRun, changes.runs.len() - taken, existing.len()));
-        // Runs that existed after all: their deltas go to the guarded update.
-        let deltas = existing.iter().filter_map(|id| changes.run_updates.get_key_value(id));
-        existing_runs = copy_in(conn, job_run::COPY_UPDATE, job_run::copy_update(deltas)).await?;
+    if !changes.job_specs.is_empty() {
+        out.rows.push(RowsWritten { table: Table::JobSpec, operation: Operation::Insert, rows: specs_written });
     }
-    if any(staged_job_updates + existing_jobs) {
+
+    if any(staged_job_updates) {
         counted(conn, job::UPDATE, (Table::Job, Operation::Update), &mut out).await?;
     }
-    if any(staged_run_updates + existing_runs) {
+    if any(staged_run_updates) {
         counted(conn, job_run::UPDATE, (Table::JobRun, Operation::Update), &mut out).await?;
     }
     if any(changes.job_errors.len()) {
@@ -148,9 +135,48 @@ pub async fn write_changes(conn: &mut PgConnection, changes: &RowChanges, force:
     Ok(out)
 }
 
-/// Rows an insert wrote: those staged, less those it found existing.
-fn inserts(table: Table, staged: usize, existing: usize) -> RowsWritten {
-    RowsWritten { table, operation: Operation::Insert, rows: staged.saturating_sub(existing) as u64 }
+/// Takes the staged rows that lack their parent out of staging (`orphans::TAKE`) and adds their events to
+/// `out.orphans`; returns the runs found missing (progress points naming them are not to be staged).
+async fn take_orphans<'a>(
+    conn: &mut PgConnection,
+    changes: &'a RowChanges,
+    out: &mut Written,
+) -> sqlx::Result<BTreeSet<&'a str>> {
+    let mut missing_runs = BTreeSet::new();
+    let taken: Vec<(String, String)> = sqlx::query_as(orphans::TAKE).fetch_all(&mut *conn).await?;
+    for (kind, id) in taken {
+        match Orphan::parse(&kind) {
+            Some(Orphan::Job) => {
+                if let Some(d) = changes.job_updates.get(&id) {
+                    out.orphans.extend(d.sources.iter().map(|s| (*s, WaitsFor::Job)));
+                }
+                if let Some(e) = changes.job_errors.get(&id) {
+                    out.orphans.push((e.source, WaitsFor::Job));
+                }
+            }
+            Some(Orphan::NewRun) => {
+                // The lease waits for the job; the run's other events, settled into it, for the run.
+                if let Some((run_id, r)) = changes.runs.get_key_value(&id) {
+                    out.orphans.push((r.source, WaitsFor::Job));
+                    missing_runs.insert(run_id.as_str());
+                    if let Some(d) = changes.run_updates.get(&id) {
+                        out.orphans.extend(d.sources.iter().map(|s| (*s, WaitsFor::Run)));
+                    }
+                }
+            }
+            Some(Orphan::Run) => {
+                // A new run (of a missing job) is reported as `new_run` too, and parked there.
+                if let Some((run_id, d)) = changes.run_updates.get_key_value(&id)
+                    && !changes.runs.contains_key(&id)
+                {
+                    out.orphans.extend(d.sources.iter().map(|s| (*s, WaitsFor::Run)));
+                    missing_runs.insert(run_id.as_str());
+                }
+            }
+            None => unreachable!("orphans::TAKE returns only the kinds Orphan parses, got {kind}"),
+        }
+    }
+    Ok(missing_runs)
 }
 
 /// Runs one statement and records the rows it affected under (table, operation).
@@ -193,7 +219,7 @@ pub async fn write_part(conn: &mut PgConnection, changes: &RowChanges) -> sqlx::
 }
 
 /// Sends one staging table's rows with binary COPY (skipped when there are none); returns how many rows it sent.
-async fn copy_in(conn: &mut PgConnection, statement: &str, writer: copy::CopyWriter) -> sqlx::Result<usize> {
+pub(super) async fn copy_in(conn: &mut PgConnection, statement: &str, writer: copy::CopyWriter) -> sqlx::Result<usize> {
     let rows = writer.rows();
     if rows == 0 {
         return Ok(0);
