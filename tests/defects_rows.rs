@@ -157,6 +157,27 @@ async fn d04_a_new_row_whose_key_appeared_meanwhile_is_skipped_not_failed() {
     assert_eq!(quarantined, 0, "{summary:?}");
 }
 
+/// Two runs leased at the same instant: the tie is broken by run id, byte by byte, whether the rows are settled in
+/// memory (one batch) or merged in SQL (a batch per event), in either order, also in a database whose collation
+/// sorts "a" before "B" (ICU en-US; byte order puts "B" first).
+#[tokio::test]
+async fn d03_a_lease_time_tie_is_broken_by_run_id_byte_by_byte_in_any_collation() {
+    let submit = seq("q", "js").at(T0, submit("j")).encode();
+    let lease = |run: &str| seq("q", "js").at(T0 + 1, leased("j", run, "c", "n1", "p")).encode();
+    let orders = [[lease("a-run"), lease("B-run")], [lease("B-run"), lease("a-run")]];
+    for (order, leases) in orders.iter().enumerate() {
+        for batch in [10_000, 1] {
+            let db =
+                support::db::TestDb::migrated_with("LOCALE_PROVIDER icu ICU_LOCALE 'en-US' TEMPLATE template0").await;
+            let mut msgs = vec![submit.clone()];
+            msgs.extend(leases.iter().cloned());
+            ingest(&db.url, &msgs, batch).await;
+            let job = rows::job(&db.pool, "j").await;
+            assert_eq!(job.latest_run_id.as_deref(), Some("a-run"), "order {order}, batches of {batch} events");
+        }
+    }
+}
+
 #[tokio::test]
 async fn d09_empty_strings_never_erase_stored_values() {
     let db = support::db::TestDb::migrated().await;

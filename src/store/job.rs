@@ -78,8 +78,8 @@ macro_rules! failure_column {
 /// `cur` of current rows (`job_id`, the job columns the rules read, `cur_leased`, `cur_phase`, `terminal`).
 ///
 /// * `d`: per job, the staged update and the furthest progress point among the batch's candidates, ordered by
-///   (leased time of the run, run id, phase); a requeue without a run refers to the current latest run, if it is
-///   not older than that run's lease. Which parts apply: terminal 7/9 absorb every state change; 4/5/6 accept
+///   (leased time of the run, run id, phase), run ids byte by byte (`COLLATE "C"`, as `changes::settle` compares
+///   them); a requeue without a run refers to the current latest run, if it is not older than that run's lease. Which parts apply: terminal 7/9 absorb every state change; 4/5/6 accept
 ///   only a preemption; an active job takes the batch's first terminal update if any (after its progress), else
 ///   the progress point if it lies beyond the current one; priority applies to active jobs when not older than the
 ///   current one. A terminal job's `latest_run_id` still follows a newer run (`follow_run`), so that it does not
@@ -104,11 +104,11 @@ d AS (
            (NOT c.terminal AND u.term_state IS NOT NULL) AS apply_terminal,
            (c.state IN (4, 5, 6) AND u.pre_at IS NOT NULL) AS apply_preemption,
            (NOT c.terminal AND b.phase IS NOT NULL
-              AND (COALESCE(b.run_leased, '-infinity'::timestamp), COALESCE(b.run_id, ''), b.phase)
+              AND (COALESCE(b.run_leased, '-infinity'::timestamp), COALESCE(b.run_id, '') COLLATE \"C\", b.phase)
                 > (COALESCE(c.cur_leased, '-infinity'::timestamp), COALESCE(c.latest_run_id, ''), c.cur_phase))
              AS apply_progress,
            (c.terminal AND b.run_id IS NOT NULL
-              AND (COALESCE(b.run_leased, '-infinity'::timestamp), b.run_id)
+              AND (COALESCE(b.run_leased, '-infinity'::timestamp), b.run_id COLLATE \"C\")
                 > (COALESCE(c.cur_leased, '-infinity'::timestamp), COALESCE(c.latest_run_id, '')))
              AS follow_run,
            (NOT c.terminal AND u.priority IS NOT NULL
@@ -125,7 +125,8 @@ d AS (
           -- A requeue without a run in the batch belongs to the current latest run only if it is not older than
           -- that run's lease (a redelivered requeue of an earlier run must not requeue the current one).
           AND (p.run_id IS NOT NULL OR r.leased IS NULL OR p.at >= r.leased)
-        ORDER BY r.leased DESC NULLS LAST, COALESCE(p.run_id, c.latest_run_id) DESC NULLS LAST, p.phase DESC
+        ORDER BY r.leased DESC NULLS LAST, COALESCE(p.run_id, c.latest_run_id) COLLATE \"C\" DESC NULLS LAST,
+                 p.phase DESC
         LIMIT 1
     ) b ON true
 ), n AS (

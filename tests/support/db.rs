@@ -9,7 +9,8 @@
 //! API:
 //! - `TestDb::new().await -> TestDb`: a new, empty database named `li_test_<unix seconds>_<random>`.
 //! - `TestDb::migrated().await -> TestDb`: the same with every migration of this binary applied
-//!   (`lookout_ingester::migrate::migrate`).
+//!   (`lookout_ingester::migrate::migrate`); `new_with(options)` / `migrated_with(options)` add `CREATE DATABASE`
+//!   options (e.g. an ICU collation).
 //! - `db.pool: PgPool`: a pool on it, with the service's session settings (`lookout_ingester::db::pool`:
 //!   `TimeZone=UTC`, `jit=off`).
 //! - `db.url: String`, `db.name: String`: its URL and name.
@@ -104,13 +105,18 @@ async fn drop_stale(admin: &mut PgConnection) {
 impl TestDb {
     /// A new, empty database.
     pub async fn new() -> TestDb {
+        TestDb::new_with("").await
+    }
+
+    /// A new, empty database created with these `CREATE DATABASE` options (e.g. another collation).
+    pub async fn new_with(options: &str) -> TestDb {
         let admin_url = admin_url();
         let mut admin = connect(&admin_url).await;
         drop_stale(&mut admin).await;
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let name = format!("{PREFIX}{}_{}", unix_now(), &suffix[..12]);
         admin
-            .execute(format!("CREATE DATABASE \"{name}\"").as_str())
+            .execute(format!("CREATE DATABASE \"{name}\" {options}").as_str())
             .await
             .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
         let _ = admin.close().await;
@@ -121,7 +127,12 @@ impl TestDb {
 
     /// A new database with every migration applied.
     pub async fn migrated() -> TestDb {
-        let db = TestDb::new().await;
+        TestDb::migrated_with("").await
+    }
+
+    /// [`TestDb::new_with`], with every migration applied.
+    pub async fn migrated_with(options: &str) -> TestDb {
+        let db = TestDb::new_with(options).await;
         if let Err(e) = lookout_ingester::migrate::migrate(&db.pool).await {
             panic!("migrating test database {}: {e}", db.name);
         }
