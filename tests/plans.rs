@@ -72,7 +72,7 @@ async fn merges_probe_stored_rows_by_key_while_statistics_are_missing() {
 
     // Stage what a batch of progress and updates for every job and run looks like (in a transaction: the staging
     // tables empty at commit).
-    // Plus as many new jobs, each with a run, a run update and progress (merged into their insert).
+    // Plus as many new jobs, each with a run, a run update and progress (the staged-insert fallback's input).
     for ddl in stage::STAGING {
         conn.execute(*ddl).await.unwrap();
     }

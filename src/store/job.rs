@@ -1,8 +1,8 @@
-//! All SQL for the `job` table: its staging tables, the insert of new jobs and the guarded update of stored ones.
+//! All SQL for the `job` table: its staging tables, the writes of new jobs and the guarded update of stored ones.
 //!
-//! The insert writes new jobs as the batch leaves them (settled in memory, `changes::settle`); the update applies the
-//! job rules of `docs/precedence.md` to stored rows (`job_merge!`, reading the `leased` time of the runs involved)
-//! and writes only rows that change.
+//! New jobs, settled in memory (`changes::settle`), are COPYed straight into `job` ([`COPY_DIRECT`]; [`INSERT`] is
+//! the fallback, see `store::new_rows`); the update applies the job rules of `docs/precedence.md` to stored rows
+//! (`job_merge!`, reading the `leased` time of the runs involved) and writes only rows that change.
 //!
 //! Plans: the stored rows are read and locked by primary-key probes driven from the staging rows (LATERAL), so
 //! that part costs the same on an empty table and on one of millions of rows; the final `UPDATE … FROM` join is left

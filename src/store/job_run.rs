@@ -1,5 +1,6 @@
-//! All SQL for the `job_run` table: its staging tables, the idempotent insert of new runs (settled in memory,
-//! `changes::settle`) and the guarded update of stored ones.
+//! All SQL for the `job_run` table: its staging tables, the writes of new runs (settled in memory,
+//! `changes::settle`; COPYed straight into `job_run`, with an idempotent insert as the fallback, see
+//! `store::new_rows`) and the guarded update of stored ones.
 //!
 //! The update implements the run rules of `docs/precedence.md` in one statement: ended states absorb, active
 //! states only move forward, the first ending decides the end columns, timestamps keep the newest value, and an
