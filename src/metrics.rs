@@ -37,6 +37,7 @@ pub const COMMITTED_BATCHES: &str = "lookout_ingester_batches_committed_total";
 pub const CONSUMER_SUBSCRIBED: &str = "lookout_ingester_consumer_subscribed";
 pub const REDELIVERIES_DROPPED: &str = "lookout_ingester_redeliveries_dropped_total";
 pub const ABANDONED_BATCHES: &str = "lookout_ingester_batches_abandoned_total";
+pub const DELIVERY_GAPS: &str = "lookout_ingester_delivery_gaps_total";
 
 pub const COMPAT_MESSAGES_PROCESSED: &str = "armada_lookout_ingester_v2_pulsar_messages_processed";
 pub const COMPAT_MESSAGE_ERRORS: &str = "armada_lookout_ingester_v2_pulsar_message_errors";
@@ -193,6 +194,12 @@ pub fn consumer_subscribed(subscribed: bool) {
 /// Messages the broker delivered again (after a consumer rebuild) that were already forwarded, so dropped.
 pub fn redeliveries_dropped(n: u64) {
     counter!(REDELIVERIES_DROPPED).increment(n);
+}
+
+/// A gap in a partition's delivery (entries after the committed position missing): `held` when the writer first
+/// holds the partition back for it, `accepted` when it persisted and what follows was written anyway.
+pub fn delivery_gap(outcome: &'static str) {
+    counter!(DELIVERY_GAPS, "outcome" => outcome).increment(1);
 }
 
 /// A batch given up at shutdown before it committed (not acknowledged; Pulsar delivers it again).

@@ -4,7 +4,7 @@
 //!                         ┌─ lane 0: batch::run ──Batch (1 slot)──▶ writer (Writer::write) ─┐
 //!  source ──▶ router ─────┤                                                                ├─┐
 //!    ▲     (by partition) └─ lane 1: batch::run ──Batch (1 slot)──▶ writer (Writer::write) ─┘ │
-//!    └──────────────────────── committed positions (bounded) ──────────────────────────────────┘
+//!    └─────────────── commit reports: committed positions, gaps (bounded) ──────────────────────┘
 //! ```
 //!
 //! Lanes (`writers`, default 2) let a partitioned topic be written in parallel, one transaction per batch per lane
@@ -36,7 +36,7 @@ use crate::batch::{self, Batch, Limits, WriterIdle};
 use crate::convert::Converter;
 use crate::message::{MessageId, RawMessage, Ts};
 use crate::metrics as m;
-use crate::source::{Committed, Source};
+use crate::source::{CommitReport, Source};
 use crate::writer::{StoreError, Writer};
 
 /// Messages buffered between the source and the batcher.
@@ -60,7 +60,7 @@ pub async fn run(
 }
 
 /// [`run`] fed by any source: `source(out, commits, cancel)` behaves as [`Source::run`] does (sends messages on
-/// `out`, takes the committed positions from `commits`, ends once `cancel` fired and `commits` closed). `replay`
+/// `out`, takes the commit reports from `commits`, ends once `cancel` fired and `commits` closed). `replay`
 /// feeds the same stages from Pulsar readers this way.
 pub async fn run_with<S, F>(
     source: S,
@@ -71,12 +71,12 @@ pub async fn run_with<S, F>(
     cancel: CancellationToken,
 ) -> anyhow::Result<()>
 where
-    S: FnOnce(mpsc::Sender<RawMessage>, mpsc::Receiver<Committed>, CancellationToken) -> F,
+    S: FnOnce(mpsc::Sender<RawMessage>, mpsc::Receiver<CommitReport>, CancellationToken) -> F,
     F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     let lanes = lanes.max(1);
     let (msg_tx, msg_rx) = mpsc::channel::<RawMessage>(MESSAGE_CHANNEL);
-    let (commit_tx, commit_rx) = mpsc::channel::<Committed>(COMMIT_CHANNEL);
+    let (commit_tx, commit_rx) = mpsc::channel::<CommitReport>(COMMIT_CHANNEL);
 
     let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
     let source = source(msg_tx, commit_rx, cancel.clone());
@@ -161,7 +161,7 @@ async fn write_batches(
     writer: Arc<Writer>,
     mut batches: mpsc::Receiver<Batch>,
     idle: WriterIdle,
-    commits: mpsc::Sender<Committed>,
+    commits: mpsc::Sender<CommitReport>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut progress = LagTracker::default();
@@ -181,10 +181,12 @@ async fn write_batches(
                 tracing::debug!(
                     messages = batch.messages.len(),
                     skipped = report.skipped_messages,
+                    held_back = report.held_back_messages,
                     attempts = report.attempts,
                     "batch committed"
                 );
-                if commits.send(report.committed).await.is_err() {
+                let done = CommitReport { committed: report.committed, gaps: report.gaps };
+                if commits.send(done).await.is_err() {
                     tracing::debug!("source gone; commit not acknowledged (it will be redelivered and skipped)");
                 }
             }

@@ -81,7 +81,8 @@ impl App {
                 config.writers,
             )
             .await
-            .context("cannot set up the Postgres writer")?,
+            .context("cannot set up the Postgres writer")?
+            .with_gap_guard(crate::writer::gaps::ACCEPT_AFTER),
         );
         let limits = Limits {
             max_events: config.batch_size,

@@ -32,7 +32,7 @@ use super::plan::Window;
 use super::progress::Tally;
 use crate::config::Config;
 use crate::message::{MessageId, Position, RawMessage, Ts};
-use crate::source::Committed;
+use crate::source::{CommitReport, Committed};
 
 type Message = pulsar::consumer::Message<Vec<u8>>;
 
@@ -222,7 +222,7 @@ impl ReaderSource {
     pub async fn run(
         mut self,
         out: mpsc::Sender<RawMessage>,
-        mut commits: mpsc::Receiver<Committed>,
+        mut commits: mpsc::Receiver<CommitReport>,
         cancel: CancellationToken,
     ) -> anyhow::Result<()> {
         let (inbox_tx, mut inbox) = mpsc::channel::<(usize, Message)>(INBOX);
@@ -262,7 +262,7 @@ impl ReaderSource {
                     readers.abort_all();
                 }
                 commit = commits.recv() => match commit {
-                    Some(committed) => self.committed(committed),
+                    Some(report) => self.committed(report.committed),
                     None => break,
                 },
                 permit = reserve(out.as_ref()), if pending.is_some() => {

@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use super::{CommitReport, Committed};
 use crate::message::{EntryId, MessageId, Position};
 
 /// Per-partition acknowledgement state.
@@ -103,9 +105,67 @@ impl AckTracker {
         }
     }
 
+    /// The writer held `topic` back for a gap in delivery after `committed` (`writer::gaps`): forgets what was
+    /// forwarded after that position, so the broker's next delivery of it is forwarded again instead of dropped as
+    /// a redelivery. (Messages still in the pipeline from before are held back too, or skipped once committed.)
+    pub fn rewind(&mut self, topic: &str, committed: MessageId) {
+        let Some(p) = self.partitions.get_mut(topic) else { return };
+        if p.highest_forwarded.is_some_and(|h| h > committed) {
+            p.highest_forwarded = Some(committed);
+        }
+        let (ledger, entry) = committed.entry_id();
+        drop(p.open.split_off(&(ledger, entry.saturating_add(1))));
+    }
+
     /// Nothing forwarded from `topic` is waiting to be committed.
     pub fn settled(&self, topic: &str) -> bool {
         self.partitions.get(topic).is_none_or(|p| p.open.is_empty())
+    }
+}
+
+/// At most one rewind per partition in this long: the held-back messages still in the pipeline are each reported
+/// again, and must not rebuild the consumer again and again.
+pub const REWIND_EVERY: Duration = Duration::from_secs(10);
+
+/// Gaps in delivery the writer reported and no commit has passed yet, and when each partition was last rewound.
+#[derive(Debug, Default)]
+pub struct Rewinds {
+    waiting: Committed,
+    last: HashMap<String, Instant>,
+}
+
+impl Rewinds {
+    /// Takes a commit report: forgets the gaps its committed positions have passed, notes the ones it reports, and
+    /// rewinds as [`Rewinds::due`] does.
+    pub fn report(&mut self, report: &CommitReport, tracker: &mut AckTracker) -> bool {
+        for (topic, id) in &report.committed {
+            if self.waiting.get(topic).is_some_and(|gap| id > gap) {
+                self.waiting.remove(topic);
+            }
+        }
+        for (topic, committed) in &report.gaps {
+            self.waiting.insert(topic.clone(), *committed);
+        }
+        self.due(tracker)
+    }
+
+    /// Rewinds `tracker` for each waiting gap whose partition was not rewound within [`REWIND_EVERY`]; `true` when
+    /// one was: the consumer is then rebuilt, and the broker delivers again from the last acknowledged entry.
+    pub fn due(&mut self, tracker: &mut AckTracker) -> bool {
+        let mut any = false;
+        for (topic, committed) in &self.waiting {
+            if self.last.get(topic).is_some_and(|t| t.elapsed() < REWIND_EVERY) {
+                continue;
+            }
+            self.last.insert(topic.clone(), Instant::now());
+            tracing::warn!(
+                topic = %topic, committed = %committed,
+                "gap in delivery: rebuilding the consumer so the broker delivers the partition again"
+            );
+            tracker.rewind(topic, *committed);
+            any = true;
+        }
+        any
     }
 }
 
@@ -184,6 +244,32 @@ mod tests {
         // Other partitions are not affected.
         let p = pos(&mut t, "p1", 1, 10, 0);
         assert!(t.admit(&p, 1));
+    }
+
+    #[test]
+    fn after_a_rewind_for_a_gap_the_messages_after_the_committed_position_are_forwarded_again() {
+        let mut t = AckTracker::default();
+        // Entries 10 and 11 committed; 14 and 15 arrived first (12 and 13 missing) and were held back.
+        forward(&mut t, "p0", &[(10, 1), (11, 2), (14, 1), (15, 1)]);
+        t.committed("p0", MessageId::new(1, 11, 1));
+        let gaps: Committed = [("p0".to_string(), MessageId::new(1, 11, 1))].into_iter().collect();
+        let held = CommitReport { committed: gaps.clone(), gaps };
+        let mut rewinds = Rewinds::default();
+        assert!(rewinds.report(&held, &mut t));
+        assert!(!rewinds.report(&held, &mut t), "reported again at once: no second rewind");
+        assert!(!rewinds.due(&mut t));
+        // The broker delivers again from entry 11 (acked up to 10): 11 is dropped, 12 to 15 are forwarded.
+        let p = pos(&mut t, "p0", 1, 11, 1);
+        assert!(!t.admit(&p, 2), "committed: dropped");
+        forward(&mut t, "p0", &[(12, 1), (13, 1), (14, 1), (15, 1)]);
+        t.committed("p0", MessageId::new(1, 15, 0));
+        assert_eq!(t.due(), vec![("p0".into(), (1, 15))]);
+        assert!(t.settled("p0"));
+        // A commit past the gap ends it: nothing waits to be rewound any more.
+        let passed =
+            CommitReport { committed: [("p0".to_string(), MessageId::new(1, 15, 0))].into(), ..Default::default() };
+        rewinds.report(&passed, &mut t);
+        assert!(rewinds.waiting.is_empty());
     }
 
     #[test]

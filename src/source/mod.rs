@@ -12,6 +12,10 @@
 //! * **Redeliveries.** After a rebuild the broker redelivers from the last acknowledged entry. Messages at or before
 //!   the highest position already forwarded for their partition are dropped here: they are in flight or committed
 //!   (and the store would skip them anyway).
+//! * **Gaps.** When the writer holds a partition back because its messages do not continue the committed position
+//!   (`writer::gaps`: the broker delivered later entries first), the partition's forwarded state is set back to
+//!   the committed position and the consumer rebuilt, so the broker delivers it again in order; while the gap
+//!   persists this repeats every [`acks::REWIND_EVERY`].
 //! * **Faults.** When the stream yields an error or ends (broker restart, unload, failed reconnect) the client and
 //!   consumer are rebuilt with jittered exponential backoff capped at `max_backoff`; acks are re-sent on the new
 //!   consumer. An idle watchdog (`pulsar.idle_rebuild_after`, 5 minutes by default) rebuilds the consumer when one
@@ -54,6 +58,16 @@ pub use settings::{Settings, full_topic_name};
 
 /// The highest committed position per partition topic, as the writer reports it after each commit.
 pub type Committed = HashMap<String, MessageId>;
+
+/// What the writer reports to the source after each commit.
+#[derive(Debug, Default, Clone)]
+pub struct CommitReport {
+    /// The highest committed position per partition topic: acknowledge up to there.
+    pub committed: Committed,
+    /// Partitions the writer held back for a gap in delivery (`writer::gaps`), with their committed positions:
+    /// deliver them again from there.
+    pub gaps: Committed,
+}
 
 type PulsarConsumer = Consumer<Vec<u8>, TokioExecutor>;
 
@@ -122,6 +136,8 @@ struct Live {
     delivered: HashMap<Arc<str>, Instant>,
     /// When the idle watchdog last looked.
     last_watch: Instant,
+    /// Silent partitions with a backlog, and since when the watchdog has seen this consumer as their active one.
+    ours_since: HashMap<String, Instant>,
     /// Partition consumers at subscription (the multi-topic consumer drops one that fails, and re-creates it later).
     partitions: usize,
     /// Since when fewer partition consumers than `partitions` are alive (for the watchdog).
@@ -145,7 +161,7 @@ impl Source {
     pub async fn run(
         self,
         out: mpsc::Sender<RawMessage>,
-        mut commits: mpsc::Receiver<Committed>,
+        mut commits: mpsc::Receiver<CommitReport>,
         cancel: CancellationToken,
     ) -> anyhow::Result<()> {
         let settings = self.settings.clone();
@@ -167,6 +183,7 @@ impl Source {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Redelivered messages dropped since the last fresh one (for one log line per redelivery).
         let mut redelivered = 0u64;
+        let mut rewinds = acks::Rewinds::default();
 
         loop {
             let consuming = out.is_some();
@@ -181,12 +198,15 @@ impl Source {
                     retry = None;
                 }
                 commit = commits.recv() => match commit {
-                    Some(committed) => {
-                        for (topic, id) in committed {
-                            tracker.committed(&topic, id);
+                    Some(report) => {
+                        for (topic, id) in &report.committed {
+                            tracker.committed(topic, *id);
                         }
                         if let Some(l) = live.as_mut() {
                             flush_acks(l, &mut tracker).await;
+                        }
+                        if consuming && live.is_some() && rewinds.report(&report, &mut tracker) {
+                            retry = Some(self.tear_down(&mut live, &mut backoff, "delivery_gap"));
                         }
                     }
                     None => break,
@@ -205,6 +225,7 @@ impl Source {
                                 last_check: now,
                                 delivered: HashMap::new(),
                                 last_watch: now,
+                                ours_since: HashMap::new(),
                                 partitions: topics.len(),
                                 short_since: None,
                                 warned: HashMap::new(),
@@ -282,7 +303,9 @@ impl Source {
                     if consuming && pending.is_none() {
                         self.check_connection(&mut live).await;
                     }
-                    if consuming && self.partition_consumer_lost(&mut live) {
+                    if consuming && live.is_some() && rewinds.due(&mut tracker) {
+                        retry = Some(self.tear_down(&mut live, &mut backoff, "delivery_gap"));
+                    } else if consuming && self.partition_consumer_lost(&mut live) {
                         retry = Some(self.tear_down(&mut live, &mut backoff, "partition_consumer_lost"));
                     } else if consuming && pending.is_none() && self.idle_and_stuck(&mut live, &tracker).await {
                         retry = Some(self.tear_down(&mut live, &mut backoff, "idle_watchdog"));

@@ -61,8 +61,9 @@ impl Source {
     /// after broker restarts). At most once per `idle_rebuild_after`, it looks at the partitions that delivered
     /// nothing for that long and have nothing of ours awaiting commit. If the broker reports a backlog on one of
     /// them, it asks the admin API which consumer is the partition's active one, and rebuilds only when it is this
-    /// consumer ([`warrants_rebuild`]): on a Failover subscription shared by several replicas, a partition another
-    /// replica consumes is silent here with a backlog too, and rebuilding for it would only disturb the consumer.
+    /// consumer ([`warrants_rebuild`]) and was already at the previous look: on a Failover subscription shared by
+    /// several replicas, a partition another replica consumes is silent here with a backlog too, and one that has
+    /// just become ours (the other replica stopped) is delivered after the broker's failover delay.
     /// It also rebuilds when the broker lists no consumer on the partition (ours is gone there). When the answer
     /// cannot be had (no admin API), it says so and does not rebuild. A consumer whose own stats request fails or
     /// times out is rebuilt.
@@ -76,8 +77,14 @@ impl Source {
         // The multi-topic consumer answers in the order of its partitions' names.
         let mut topics = l.consumer.topics();
         topics.sort();
-        let quiet = |topic: &str| l.delivered.get(topic).is_none_or(|t| t.elapsed() >= idle) && tracker.settled(topic);
-        if !topics.iter().any(|t| quiet(t)) {
+        let quiet: Vec<bool> = topics
+            .iter()
+            .map(|t| l.delivered.get(t.as_str()).is_none_or(|at| at.elapsed() >= idle) && tracker.settled(t))
+            .collect();
+        for (topic, _) in topics.iter().zip(&quiet).filter(|(_, q)| !**q) {
+            l.ours_since.remove(topic);
+        }
+        if !quiet.iter().any(|q| *q) {
             return false;
         }
         let stats = match tokio::time::timeout(Duration::from_secs(10), l.consumer.get_stats()).await {
@@ -94,19 +101,28 @@ impl Source {
         if stats.len() != topics.len() {
             return false;
         }
-        for (topic, stat) in topics.iter().zip(&stats) {
-            let (quiet, backlog) = (quiet(topic), stat.msg_backlog.unwrap_or(0));
+        for ((topic, stat), quiet) in topics.iter().zip(&stats).zip(quiet) {
+            let backlog = stat.msg_backlog.unwrap_or(0);
             if !(quiet && backlog > 0) {
                 continue;
             }
             let active = self.active_consumer(topic).await;
             if warrants_rebuild(quiet, backlog, &active) {
+                // Silence counts from when the partition was first seen ours: just after a takeover the broker waits
+                // (`activeConsumerFailoverDelayTimeMillis`) and rewinds before it delivers, and a rebuild then only
+                // races its dispatch.
+                let ours_since = *l.ours_since.entry(topic.clone()).or_insert_with(Instant::now);
+                if ours_since.elapsed() < idle {
+                    tracing::debug!(topic = %topic, backlog, "silent partition has just become ours; waiting");
+                    continue;
+                }
                 tracing::warn!(
                     topic = %topic, backlog, idle = ?idle,
                     "partition delivers nothing to its active consumer (us) while the broker reports a backlog"
                 );
                 return true;
             }
+            l.ours_since.remove(topic);
             match active {
                 Active::Other(name) => tracing::debug!(
                     topic = %topic, backlog, active = %name, "silent partition is consumed by another consumer"

@@ -1,4 +1,4 @@
-//! One transaction for one batch: positions, parked events, rows, dead letters, commit.
+//! One transaction for one batch: positions (and gaps, `gaps`), parked events, rows, dead letters, commit.
 
 use std::collections::HashMap;
 
@@ -20,31 +20,34 @@ impl Writer {
         let mut tx = conn.begin().await?;
         let mut report = WriteReport::default();
 
-        // 1. positions: lock, and skip what is already committed.
-        let mut highest: position::Positions = HashMap::new();
-        for msg in &batch.messages {
-            let p = &msg.raw.position;
-            let entry = highest.entry(p.source.to_string()).or_insert(p.id);
-            if p.id > *entry {
-                *entry = p.id;
-            }
-        }
+        // 1. positions: lock, and skip what is already committed; hold back what follows a gap (`gaps`).
+        let topics: Vec<String> = {
+            let mut t: Vec<String> = batch.messages.iter().map(|m| m.raw.position.source.to_string()).collect();
+            t.sort();
+            t.dedup();
+            t
+        };
         let committed = match &self.subscription {
-            Some(sub) => {
-                let topics: Vec<String> = highest.keys().cloned().collect();
-                position::lock(&mut tx, sub, &topics).await?
-            }
+            Some(sub) => position::lock(&mut tx, sub, &topics).await?,
             None => HashMap::new(),
         };
-        let fresh: Vec<&DecodedMessage> = batch
-            .messages
-            .iter()
-            .filter(|msg| {
-                let p = &msg.raw.position;
-                committed.get(p.source.as_ref()).is_none_or(|done| p.id > *done)
-            })
-            .collect();
-        report.skipped_messages = batch.messages.len() - fresh.len();
+        let verdict = self.gaps.as_ref().map(|g| g.check(&batch.messages, &committed)).unwrap_or_default();
+        let mut highest: position::Positions = HashMap::new();
+        let mut fresh: Vec<&DecodedMessage> = Vec::with_capacity(batch.messages.len());
+        for (i, msg) in batch.messages.iter().enumerate() {
+            if verdict.excluded.contains(&i) {
+                continue;
+            }
+            let p = &msg.raw.position;
+            let top = highest.entry(p.source.to_string()).or_insert(p.id);
+            *top = (*top).max(p.id);
+            if committed.get(p.source.as_ref()).is_none_or(|done| p.id > *done) {
+                fresh.push(msg);
+            }
+        }
+        report.held_back_messages = verdict.held_back;
+        report.gaps = verdict.gaps;
+        report.skipped_messages = batch.messages.len() - fresh.len() - report.held_back_messages;
         report.committed_messages = fresh.len();
         report.committed_events = fresh.iter().map(|m| m.event_count()).sum();
 
@@ -53,7 +56,7 @@ impl Writer {
         report.unparked = parked_msgs.len();
         let view: Vec<&DecodedMessage> = parked_msgs.iter().chain(fresh.iter().copied()).collect();
         let reconverted;
-        let changes: &RowChanges = if parked_msgs.is_empty() && report.skipped_messages == 0 {
+        let changes: &RowChanges = if parked_msgs.is_empty() && fresh.len() == batch.messages.len() {
             &batch.changes
         } else {
             reconverted = self.converter.convert(&view, &|_| true);

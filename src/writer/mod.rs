@@ -1,7 +1,9 @@
 //! Writer: the stage after convert. Stores each batch in **one transaction** and retries until it has, doing what
 //! needs both the converter and the store:
 //!
-//! 1. lock the partitions' committed positions and skip messages at or before them (redeliveries);
+//! 1. lock the partitions' committed positions and skip messages at or before them (redeliveries); hold back a
+//!    partition whose messages do not continue its position (a gap in delivery, `gaps`: nothing of it is written
+//!    or acknowledged, and the source is asked to deliver it again);
 //! 2. take the parked events whose parent job or run this batch creates, and convert them with the batch
 //!    (`attempt`);
 //! 3. write the row changes (`store::stage`), or, when Postgres rejects the data, find the events it rejects by
@@ -18,6 +20,7 @@
 //! committed.
 
 mod attempt;
+pub mod gaps;
 mod isolate;
 mod reconcile;
 mod records;
@@ -43,6 +46,10 @@ pub struct WriteReport {
     pub committed: Positions,
     /// Messages skipped because an earlier transaction had already committed them.
     pub skipped_messages: usize,
+    /// Partitions held back for a gap in delivery, each with its committed position (the source rewinds them), and
+    /// the messages held back with them (neither written nor acknowledged).
+    pub gaps: Positions,
+    pub held_back_messages: usize,
     /// Messages and events this transaction committed (not counting skipped ones, nor re-applied parked events).
     pub committed_messages: usize,
     pub committed_events: usize,
@@ -75,6 +82,8 @@ pub struct Writer {
     converter: Converter,
     subscription: Option<String>,
     retry: RetryPolicy,
+    /// Off (`None`) unless [`Writer::with_gap_guard`]: `apply` and `replay` start wherever they are told to.
+    gaps: Option<gaps::GapGuard>,
 }
 
 impl Writer {
@@ -98,7 +107,15 @@ impl Writer {
         lanes: usize,
     ) -> sqlx::Result<Writer> {
         let store = Store::connect_lazy(options, lanes);
-        Ok(Writer { store, converter, subscription, retry: RetryPolicy { max_backoff, max_attempts: None } })
+        let retry = RetryPolicy { max_backoff, max_attempts: None };
+        Ok(Writer { store, converter, subscription, retry, gaps: None })
+    }
+
+    /// Holds back a partition whose messages do not continue its committed position (see [`gaps`]), accepting the
+    /// gap once it has persisted for `accept_after` ([`gaps::ACCEPT_AFTER`] in the service).
+    pub fn with_gap_guard(mut self, accept_after: Duration) -> Self {
+        self.gaps = Some(gaps::GapGuard::new(accept_after));
+        self
     }
 
     /// Gives up (with [`StoreError::GaveUp`]) after this many failed transactions instead of retrying forever.

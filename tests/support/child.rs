@@ -22,7 +22,7 @@ pub struct ChildSpec {
 }
 
 /// A running `lookout-ingester run` process. Killed (SIGKILL) when dropped; its log (JSON lines) is printed when the
-/// test fails.
+/// test fails, and kept whole in `$LI_TEST_CHILD_LOGS` when that is set.
 pub struct Child {
     pub name: String,
     process: tokio::process::Child,
@@ -145,6 +145,11 @@ impl Drop for Child {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("---- log of {} (pid {}), last lines ----\n{}\n----", self.name, self.pid, self.log_tail(60));
+        }
+        // LI_TEST_CHILD_LOGS=<dir>: keep every child's whole log there (`<name>.log`), failed or not.
+        if let Some(dir) = std::env::var_os("LI_TEST_CHILD_LOGS") {
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::copy(&self.log, std::path::Path::new(&dir).join(format!("{}.log", self.name)));
         }
         let _ = self.process.start_kill();
     }
