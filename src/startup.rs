@@ -82,7 +82,7 @@ impl App {
             )
             .await
             .context("cannot set up the Postgres writer")?
-            .with_gap_guard(crate::writer::gaps::ACCEPT_AFTER),
+            .with_gap_guard(config.gap_accept_after),
         );
         let limits = Limits {
             max_events: config.batch_size,

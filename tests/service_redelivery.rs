@@ -235,3 +235,65 @@ async fn topic_unloads_lose_and_double_nothing() {
     assert_eq!(rows::count(&db.pool, "SELECT count(*) FROM lookout_ingester.parked_event").await, 0);
     stop(app).await;
 }
+
+/// A range of the topic skipped on the subscription by an operator (Pulsar's admin `skip`) while the service was
+/// down: after the restart the broker delivers from past it, so the messages do not continue the committed position.
+/// The service holds them back and has the partition delivered again (a consumer rebuild); delivery restarts at
+/// the same place, so after `gap_accept_after` the gap is accepted, logged and counted, and the rest is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_skipped_on_the_subscription_is_held_back_then_accepted() {
+    init_logs();
+    let b = shared_broker();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let (name, sub) = (format!("li-skip-{id}"), format!("li-skip-{id}"));
+    let topic = b.create_topic(&name).await;
+    let db = TestDb::migrated().await;
+    let mut cfg = config(&db, &b, &name, &sub);
+    cfg.gap_accept_after = Duration::from_secs(3);
+    let pulsar = b.client().await;
+    let mut p = build_producer(&pulsar, &topic, producer_options(None, None)).await.expect("producer");
+
+    let before: Vec<Vec<u8>> = (0..3).flat_map(job_messages).collect();
+    let skipped = job_messages(3);
+    let after: Vec<Vec<u8>> = (4..6).flat_map(job_messages).collect();
+    let last = publish_each(&mut p, &before).await.last().copied();
+    let app = start(cfg.clone()).await;
+    eventually("the first jobs committed and acknowledged", WAIT, || {
+        let (b, pool, topic, sub) = (b.clone(), db.pool.clone(), topic.clone(), sub.clone());
+        async move {
+            let at = positions(&pool, &sub).await.get::<str>(&topic).copied();
+            (at == last && b.topic_backlog(&topic, &sub).await == Some(0)).then_some(())
+        }
+    })
+    .await;
+    stop(app).await;
+
+    publish_each(&mut p, &skipped).await;
+    publish_each(&mut p, &after).await;
+    let url =
+        format!("{}/admin/v2/persistent/public/default/{name}/subscription/{sub}/skip/{}", b.admin, skipped.len());
+    let (status, body) = support::http::http("POST", &url, None).await;
+    assert_eq!(status, 204, "skip: {body}");
+
+    let counter = |text: &str, labels: &str| metric(text, "lookout_ingester_delivery_gaps_total", labels);
+    let render = || lookout_ingester::metrics::install_once().unwrap().render();
+    let (held0, accepted0) = (counter(&render(), "outcome=\"held\""), counter(&render(), "outcome=\"accepted\""));
+    let rebuilds0 = metric(&render(), "lookout_ingester_consumer_rebuilds_total", "reason=\"delivery_gap\"");
+    let app = start(cfg).await;
+    let mut delivered = before.clone();
+    delivered.extend(after.iter().cloned());
+    let want = reference(&delivered, &config(&db, &b, &name, &sub), 7).await;
+    assert_eq!(want.jobs.len(), 5);
+    assert_rows_converge(&db.pool, &want).await;
+    eventually("backlog 0", WAIT, || {
+        let (b, topic, sub) = (b.clone(), topic.clone(), sub.clone());
+        async move { (b.topic_backlog(&topic, &sub).await == Some(0)).then_some(()) }
+    })
+    .await;
+    let text = render();
+    assert!(counter(&text, "outcome=\"held\"") > held0, "the gap was held back first");
+    assert!(counter(&text, "outcome=\"accepted\"") > accepted0, "then accepted");
+    let rebuilds = metric(&text, "lookout_ingester_consumer_rebuilds_total", "reason=\"delivery_gap\"") - rebuilds0;
+    assert!(rebuilds >= 1.0, "the partition was delivered again ({rebuilds} rebuilds)");
+    stop(app).await;
+}

@@ -71,6 +71,11 @@ pub struct Config {
     /// the writers' own check after each commit could not (a crash between a commit and that check).
     #[serde(with = "humantime_serde")]
     pub parked_sweep_interval: Duration,
+    /// How long a gap in a partition's delivery (messages that do not continue the committed position) is held
+    /// back, the partition delivered again, before the gap is accepted and what follows written (0: at once). See
+    /// `writer::gaps`.
+    #[serde(with = "humantime_serde")]
+    pub gap_accept_after: Duration,
     /// Failure classification and periodic pruning (issue 10).
     pub analytics: crate::analytics::AnalyticsConfig,
 }
@@ -202,6 +207,7 @@ impl Default for Config {
             zombie_threshold: Duration::from_secs(15 * 60),
             zombie_check_interval: Duration::from_secs(60),
             parked_sweep_interval: Duration::from_secs(30),
+            gap_accept_after: crate::writer::gaps::ACCEPT_AFTER,
             analytics: Default::default(),
         }
     }
