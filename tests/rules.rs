@@ -261,11 +261,11 @@ async fn arms_that_change_nothing_are_accepted_silently() {
         EventKind::ReprioritiseJobSet(ev::ReprioritiseJobSet { priority: 1 }),
         EventKind::CancelJob(ev::CancelJob { reason: b("r"), job_id: b("j") }),
         EventKind::CancelJobSet(ev::CancelJobSet { states: vec![0], reason: b("r") }),
-        EventKind::ResourceUtilisation(ev::ResourceUtilisation {
+        EventKind::ResourceUtilisation(Box::new(ev::ResourceUtilisation {
             job_id: b("j"),
             run_id: b("r"),
             ..Default::default()
-        }),
+        })),
         EventKind::PartitionMarker(ev::PartitionMarker { group_id: b("g"), partition: 1 }),
         EventKind::JobRunPreemptionRequested(ev::JobRunPreemptionRequested { job_id: b("j"), run_id: b("r") }),
         EventKind::JobPreemptionRequested(ev::JobPreemptionRequested { job_id: b("j"), reason: b("r") }),

@@ -37,7 +37,7 @@ fn pod_object(raw: Vec<u8>) -> ev::PodSpecWithAvoidList {
 }
 
 fn submit(job: &str, main: Vec<u8>, extra: Vec<Vec<u8>>) -> EventKind {
-    EventKind::SubmitJob(ev::SubmitJob {
+    EventKind::SubmitJob(Box::new(ev::SubmitJob {
         job_id: b(job),
         priority: 1,
         object_meta: Some(ev::ObjectMeta { namespace: b("default"), ..Default::default() }),
@@ -53,7 +53,7 @@ fn submit(job: &str, main: Vec<u8>, extra: Vec<Vec<u8>>) -> EventKind {
             })
             .collect(),
         ..Default::default()
-    })
+    }))
 }
 
 fn q(key: &str, value: &str) -> String {

@@ -64,7 +64,7 @@ pub fn pod(requests: &[(&str, &str)], priority_class: Option<&str>) -> PodSpec {
 }
 
 pub fn submit_job(job: &str, priority: u32, pod_spec: Option<PodSpec>, annotations: &[(&str, &str)]) -> EventKind {
-    EventKind::SubmitJob(ev::SubmitJob {
+    EventKind::SubmitJob(Box::new(ev::SubmitJob {
         job_id: b(job),
         priority,
         deduplication_id: b(""),
@@ -82,18 +82,18 @@ pub fn submit_job(job: &str, priority: u32, pod_spec: Option<PodSpec>, annotatio
             })),
         }),
         ..Default::default()
-    })
+    }))
 }
 
 pub fn leased(job: &str, run: &str, executor: &str, node: &str, pool: &str) -> EventKind {
-    EventKind::JobRunLeased(ev::JobRunLeased {
+    EventKind::JobRunLeased(Box::new(ev::JobRunLeased {
         executor_id: b(executor),
         node_id: b(node),
         job_id: b(job),
         run_id: b(run),
         pool: b(pool),
         ..Default::default()
-    })
+    }))
 }
 
 pub fn assigned(job: &str, run: &str) -> EventKind {
@@ -152,12 +152,12 @@ pub fn reprioritised(job: &str, priority: u32) -> EventKind {
 }
 
 pub fn ingress(job: &str, run: &str, addresses: &[(i32, &str)]) -> EventKind {
-    EventKind::StandaloneIngressInfo(ev::StandaloneIngressInfo {
+    EventKind::StandaloneIngressInfo(Box::new(ev::StandaloneIngressInfo {
         ingress_addresses: addresses.iter().map(|(k, v)| ev::Int32StringMapEntry { key: *k, value: b(v) }).collect(),
         job_id: b(job),
         run_id: b(run),
         ..Default::default()
-    })
+    }))
 }
 
 pub fn debug_info(job: &str, run: &str, message: &str) -> EventKind {
