@@ -22,10 +22,9 @@ impl Writer {
 
         // 1. positions: lock, and skip what is already committed; hold back what follows a gap (`gaps`).
         let topics: Vec<String> = {
-            let mut t: Vec<String> = batch.messages.iter().map(|m| m.raw.position.source.to_string()).collect();
-            t.sort();
-            t.dedup();
-            t
+            let set: std::collections::BTreeSet<&str> =
+                batch.messages.iter().map(|m| m.raw.position.source.as_ref()).collect();
+            set.into_iter().map(str::to_string).collect()
         };
         let committed = match &self.subscription {
             Some(sub) => position::lock(&mut tx, sub, &topics).await?,
@@ -39,8 +38,10 @@ impl Writer {
                 continue;
             }
             let p = &msg.raw.position;
-            let top = highest.entry(p.source.to_string()).or_insert(p.id);
-            *top = (*top).max(p.id);
+            match highest.get_mut(p.source.as_ref()) {
+                Some(top) => *top = (*top).max(p.id),
+                None => drop(highest.insert(p.source.to_string(), p.id)),
+            }
             if committed.get(p.source.as_ref()).is_none_or(|done| p.id > *done) {
                 fresh.push(msg);
             }
