@@ -82,6 +82,12 @@ impl Builder {
 
     /// Returns the gathered batch (not converted yet), leaving the builder empty.
     pub fn take(&mut self) -> Batch {
+        tracing::debug!(
+            messages = self.messages.len(),
+            events = self.events,
+            open_for = ?self.opened.map(|t| t.elapsed()),
+            "batch cut"
+        );
         crate::metrics::batch_size(self.events, self.bytes);
         crate::metrics::consumed(self.messages.len() as u64, &self.kinds);
         self.kinds.clear();

@@ -175,10 +175,12 @@ async fn write_batches(
         if batch.messages.is_empty() {
             continue;
         }
+        let started = std::time::Instant::now();
         match writer.write(&batch, &cancel).await {
             Ok(report) => {
                 progress.record(&batch, now_micros());
                 tracing::debug!(
+                    took = ?started.elapsed(),
                     messages = batch.messages.len(),
                     skipped = report.skipped_messages,
                     held_back = report.held_back_messages,
