@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{CommitReport, Committed};
+use super::CommitReport;
 use crate::message::{EntryId, MessageId, Position};
 
 /// Per-partition acknowledgement state.
@@ -130,7 +130,8 @@ pub const REWIND_EVERY: Duration = Duration::from_secs(10);
 /// Gaps in delivery the writer reported and no commit has passed yet, and when each partition was last rewound.
 #[derive(Debug, Default)]
 pub struct Rewinds {
-    waiting: Committed,
+    /// Partition → (the committed position the gap follows, when it was last reported).
+    waiting: HashMap<String, (MessageId, Instant)>,
     last: HashMap<String, Instant>,
 }
 
@@ -139,23 +140,32 @@ impl Rewinds {
     /// rewinds as [`Rewinds::due`] does.
     pub fn report(&mut self, report: &CommitReport, tracker: &mut AckTracker) -> bool {
         for (topic, id) in &report.committed {
-            if self.waiting.get(topic).is_some_and(|gap| id > gap) {
+            if self.waiting.get(topic).is_some_and(|(gap, _)| id > gap) {
                 self.waiting.remove(topic);
             }
         }
         for (topic, committed) in &report.gaps {
-            self.waiting.insert(topic.clone(), *committed);
+            self.waiting.insert(topic.clone(), (*committed, Instant::now()));
         }
         self.due(tracker)
     }
 
     /// Rewinds `tracker` for each waiting gap whose partition was not rewound within [`REWIND_EVERY`]; `true` when
-    /// one was: the consumer is then rebuilt, and the broker delivers again from the last acknowledged entry.
+    /// one was: the consumer is then rebuilt, and the broker delivers again from the last acknowledged entry. A gap
+    /// not reported again since its last rewind is dropped instead: nothing of that partition is held back any more
+    /// (it is delivered to another replica now, or what arrived continued the position).
     pub fn due(&mut self, tracker: &mut AckTracker) -> bool {
         let mut any = false;
-        for (topic, committed) in &self.waiting {
-            if self.last.get(topic).is_some_and(|t| t.elapsed() < REWIND_EVERY) {
-                continue;
+        let mut stale = Vec::new();
+        for (topic, (committed, reported)) in &self.waiting {
+            if let Some(rewound) = self.last.get(topic) {
+                if rewound.elapsed() < REWIND_EVERY {
+                    continue;
+                }
+                if reported < rewound {
+                    stale.push(topic.clone());
+                    continue;
+                }
             }
             self.last.insert(topic.clone(), Instant::now());
             tracing::warn!(
@@ -164,6 +174,9 @@ impl Rewinds {
             );
             tracker.rewind(topic, *committed);
             any = true;
+        }
+        for topic in stale {
+            self.waiting.remove(&topic);
         }
         any
     }
@@ -248,6 +261,7 @@ mod tests {
 
     #[test]
     fn after_a_rewind_for_a_gap_the_messages_after_the_committed_position_are_forwarded_again() {
+        use crate::source::Committed;
         let mut t = AckTracker::default();
         // Entries 10 and 11 committed; 14 and 15 arrived first (12 and 13 missing) and were held back.
         forward(&mut t, "p0", &[(10, 1), (11, 2), (14, 1), (15, 1)]);
@@ -265,7 +279,14 @@ mod tests {
         t.committed("p0", MessageId::new(1, 15, 0));
         assert_eq!(t.due(), vec![("p0".into(), (1, 15))]);
         assert!(t.settled("p0"));
-        // A commit past the gap ends it: nothing waits to be rewound any more.
+        // A gap not reported again since its rewind is dropped once the rewind period has passed.
+        let now = Instant::now();
+        rewinds.waiting.get_mut("p0").unwrap().1 = now - 2 * REWIND_EVERY;
+        rewinds.last.insert("p0".into(), now - REWIND_EVERY);
+        assert!(!rewinds.due(&mut t));
+        assert!(rewinds.waiting.is_empty());
+        // Reported again after the period: rewound again; then a commit past the gap ends it.
+        assert!(rewinds.report(&held, &mut t));
         let passed =
             CommitReport { committed: [("p0".to_string(), MessageId::new(1, 15, 0))].into(), ..Default::default() };
         rewinds.report(&passed, &mut t);
