@@ -72,8 +72,9 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub parked_sweep_interval: Duration,
     /// How long a gap in a partition's delivery (messages that do not continue the committed position) is held
-    /// back, the partition delivered again, before the gap is accepted and what follows written (0: at once). See
-    /// `writer::gaps`.
+    /// back, the partition delivered again, before the gap is accepted and what follows written. 0 turns the check
+    /// off (for topics whose ledgers hold entries the broker never dispatches, such as replicated-subscription or
+    /// transaction markers, where every marker would look like a gap). See `writer::gaps`.
     #[serde(with = "humantime_serde")]
     pub gap_accept_after: Duration,
     /// Failure classification and periodic pruning (issue 10).

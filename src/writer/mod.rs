@@ -112,9 +112,9 @@ impl Writer {
     }
 
     /// Holds back a partition whose messages do not continue its committed position (see [`gaps`]), accepting the
-    /// gap once it has persisted for `accept_after` ([`gaps::ACCEPT_AFTER`] in the service).
+    /// gap once it has persisted for `accept_after` ([`gaps::ACCEPT_AFTER`] in the service); 0 turns it off.
     pub fn with_gap_guard(mut self, accept_after: Duration) -> Self {
-        self.gaps = Some(gaps::GapGuard::new(accept_after));
+        self.gaps = (!accept_after.is_zero()).then(|| gaps::GapGuard::new(accept_after));
         self
     }
 
