@@ -134,3 +134,17 @@ async fn a_gap_that_persists_where_delivery_restarts_is_accepted() {
     assert_same(&Snapshot::read(&db.pool).await, &want);
     assert_eq!(positions(&db.pool, SUB).await[TOPIC], MessageId::new(LEDGER, 9, 0));
 }
+
+/// `gap_accept_after: 0` turns the check off: what follows the gap is written at once, and nothing is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_check_off_what_follows_a_gap_is_written_at_once() {
+    init_logs();
+    let db = TestDb::migrated().await;
+    let messages = payloads(&stream("gaps03", 2, T0))[..10].to_vec();
+    let reports = run(&db, &messages, 5, OnGap::SameAgain, Duration::ZERO).await;
+    assert_eq!(reports, 0, "a gap was reported with the check off");
+    let delivered: Vec<Vec<u8>> =
+        messages.iter().enumerate().filter(|(i, _)| !(3..5).contains(i)).map(|(_, m)| m.clone()).collect();
+    let want = reference(&delivered, &Config::default(), 500).await;
+    assert_same(&Snapshot::read(&db.pool).await, &want);
+}
