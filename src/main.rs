@@ -120,7 +120,17 @@ fn main() -> ExitCode {
         }
     };
     lookout_ingester::telemetry::init(config.log.format, &config.log.level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = match config.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if n > 1 {
+                b.worker_threads(n);
+            }
+            b
+        }
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("lookout-ingester: cannot start the async runtime: {e}");

@@ -158,7 +158,7 @@ async fn two_instances_share_the_partitions_and_one_takes_over_when_the_other_is
 /// the broker holds a backlog for it. Provoked with the broker's subscription dispatch throttle (one message per
 /// hour): after the first message the partition is silent with a backlog, the admin API names this consumer as
 /// active, and within a few idle periods (2 s here) the consumer is rebuilt. Lifting the throttle, everything
-/// arrives and the tables equal the reference.
+/// arrives and the tables equal the reference. The process runs on one thread (`worker_threads: 1`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_idle_watchdog_rebuilds_a_silent_partition_it_is_active_on() {
     init_logs();
@@ -179,8 +179,8 @@ async fn the_idle_watchdog_rebuilds_a_silent_partition_it_is_active_on() {
     let db = TestDb::migrated().await;
     let messages = stream(&id[..6], 12, T0);
     let yaml = format!(
-        "batch_size: 10\nbatch_duration: 50ms\nmax_backoff: 2\npulsar:\n  consumer_name: watchdog-{id}\n  \
-         idle_rebuild_after: 2s\n  rest_url: {}\n",
+        "batch_size: 10\nbatch_duration: 50ms\nmax_backoff: 2\nworker_threads: 1\npulsar:\n  \
+         consumer_name: watchdog-{id}\n  idle_rebuild_after: 2s\n  rest_url: {}\n",
         b.admin
     );
     let mut child = Child::spawn(&child_spec("ingester", &db.url, &b, &topic, &sub, &yaml)).await;

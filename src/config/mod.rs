@@ -45,6 +45,9 @@ pub struct Config {
     /// own transactions on its own connection, so a partitioned topic is written in parallel. A partition always
     /// goes to the same lane, so its order is kept. 1 writes everything through one connection.
     pub writers: usize,
+    /// Threads of the async runtime: 0 (default) one per CPU; 1 runs every stage on one thread (no hand-offs between
+    /// threads: less CPU per event, the lanes' conversion no longer in parallel); more, that many.
+    pub worker_threads: usize,
     /// Blobs longer than this are compressed at level 1, shorter ones stored (level 0) (Armada:
     /// `minJobSpecCompressionSize`).
     pub min_job_spec_compression_size: usize,
@@ -197,6 +200,7 @@ impl Default for Config {
             batch_duration: Duration::from_millis(500),
             batch_max_bytes: 32 * 1024 * 1024,
             writers: 2,
+            worker_threads: 0,
             min_job_spec_compression_size: 1024,
             user_annotation_prefix: None,
             annotations: AnnotationsConfig::default(),
