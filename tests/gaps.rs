@@ -105,13 +105,23 @@ async fn run(db: &TestDb, messages: &[Vec<u8>], jump: usize, on_gap: OnGap, acce
     reports.load(Ordering::SeqCst)
 }
 
+/// Ten messages of a generated stream, one per entry.
+fn ten(tag: &str) -> Vec<Vec<u8>> {
+    payloads(&stream(tag, 2, T0))[..10].to_vec()
+}
+
+/// The messages without entries 3 and 4 (the ones a skip leaves out).
+fn without_3_and_4(messages: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    messages.iter().enumerate().filter(|(i, _)| !(3..5).contains(i)).map(|(_, m)| m.clone()).collect()
+}
+
 /// Entries 3 and 4 arrive only after 5 to 9: the writer holds the partition back, the broker delivers again from
 /// the committed position, and the tables end as if nothing had happened.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn later_entries_first_are_held_back_until_the_missing_ones_arrive() {
     init_logs();
     let db = TestDb::migrated().await;
-    let messages = payloads(&stream("gaps01", 2, T0))[..10].to_vec();
+    let messages = ten("gaps01");
     let reports = run(&db, &messages, 5, OnGap::Rewind, Duration::from_secs(3600)).await;
     assert!(reports >= 1, "no gap reported");
     let want = reference(&messages, &Config::default(), 500).await;
@@ -125,12 +135,10 @@ async fn later_entries_first_are_held_back_until_the_missing_ones_arrive() {
 async fn a_gap_that_persists_where_delivery_restarts_is_accepted() {
     init_logs();
     let db = TestDb::migrated().await;
-    let messages = payloads(&stream("gaps02", 2, T0))[..10].to_vec();
+    let messages = ten("gaps02");
     let reports = run(&db, &messages, 5, OnGap::SameAgain, Duration::from_millis(500)).await;
     assert!(reports >= 1, "no gap reported");
-    let delivered: Vec<Vec<u8>> =
-        messages.iter().enumerate().filter(|(i, _)| !(3..5).contains(i)).map(|(_, m)| m.clone()).collect();
-    let want = reference(&delivered, &Config::default(), 500).await;
+    let want = reference(&without_3_and_4(&messages), &Config::default(), 500).await;
     assert_same(&Snapshot::read(&db.pool).await, &want);
     assert_eq!(positions(&db.pool, SUB).await[TOPIC], MessageId::new(LEDGER, 9, 0));
 }
@@ -140,11 +148,9 @@ async fn a_gap_that_persists_where_delivery_restarts_is_accepted() {
 async fn with_the_check_off_what_follows_a_gap_is_written_at_once() {
     init_logs();
     let db = TestDb::migrated().await;
-    let messages = payloads(&stream("gaps03", 2, T0))[..10].to_vec();
+    let messages = ten("gaps03");
     let reports = run(&db, &messages, 5, OnGap::SameAgain, Duration::ZERO).await;
     assert_eq!(reports, 0, "a gap was reported with the check off");
-    let delivered: Vec<Vec<u8>> =
-        messages.iter().enumerate().filter(|(i, _)| !(3..5).contains(i)).map(|(_, m)| m.clone()).collect();
-    let want = reference(&delivered, &Config::default(), 500).await;
+    let want = reference(&without_3_and_4(&messages), &Config::default(), 500).await;
     assert_same(&Snapshot::read(&db.pool).await, &want);
 }
