@@ -99,6 +99,10 @@ impl Builder {
     }
 }
 
+/// At most this many messages are taken from the input at once. Taking what is queued in one go frees the
+/// sender's slots together: a sender blocked on a full channel is woken once for them, not once per message.
+pub const RECV_MANY: usize = 64;
+
 /// Age at which an open batch is sent to a writer that is idle (see the module doc).
 pub const EAGER_AFTER: Duration = Duration::from_millis(250);
 
@@ -119,6 +123,8 @@ pub async fn run(
     let mut builder = Builder::new(limits);
     // Whether the writer is idle, as last signalled; a batch just sent makes it busy until it says otherwise.
     let mut writer_idle = false;
+    // The messages taken from the input in one go (see [`RECV_MANY`]).
+    let mut received: Vec<RawMessage> = Vec::with_capacity(RECV_MANY);
     loop {
         let deadline = match builder.opened {
             Some(opened) if writer_idle => Some(opened + EAGER_AFTER.min(limits.max_wait)),
@@ -141,15 +147,17 @@ pub async fn run(
                 }
                 continue;
             }
-            msg = input.recv() => msg,
+            n = input.recv_many(&mut received, RECV_MANY) => (n > 0).then_some(()),
         };
         match next {
-            Some(raw) => {
-                builder.push(decode(raw));
-                if builder.is_full() {
-                    writer_idle = false;
-                    if output.send(finish(builder.take())).await.is_err() {
-                        return;
+            Some(()) => {
+                for raw in received.drain(..) {
+                    builder.push(decode(raw));
+                    if builder.is_full() {
+                        writer_idle = false;
+                        if output.send(finish(builder.take())).await.is_err() {
+                            return;
+                        }
                     }
                 }
             }
@@ -248,6 +256,25 @@ mod tests {
         let batch =
             tokio::time::timeout(Duration::from_secs(60), output.recv()).await.expect("sent once idle").unwrap();
         assert_eq!(batch.messages.len(), 2, "both messages in one batch");
+    }
+
+    #[tokio::test]
+    async fn messages_taken_in_one_go_are_cut_into_full_batches_in_order() {
+        let (in_tx, in_rx) = mpsc::channel(16);
+        let (out_tx, mut out_rx) = mpsc::channel(8);
+        // Two of the 12-byte test payloads fill a batch.
+        let limits = Limits { max_events: 1000, max_bytes: 24, max_wait: Duration::from_secs(600) };
+        // All five are queued before the batcher first looks, so it takes them together.
+        for i in 0..5 {
+            in_tx.send(message(i)).await.unwrap();
+        }
+        drop(in_tx);
+        run(in_rx, out_tx, None, |b| b, limits, CancellationToken::new()).await;
+        let mut cuts = Vec::new();
+        while let Some(batch) = out_rx.recv().await {
+            cuts.push(batch.messages.iter().map(|m| m.raw.position.id.entry).collect::<Vec<_>>());
+        }
+        assert_eq!(cuts, vec![vec![0, 1], vec![2, 3], vec![4]]);
     }
 
     #[tokio::test]

@@ -132,11 +132,15 @@ where
 }
 
 /// Sends each message to its partition's lane; ends (closing every lane) when the source's channel closes.
+/// Takes what is queued in one go ([`batch::RECV_MANY`]), so the source is woken once for many freed slots.
 async fn route(mut input: mpsc::Receiver<RawMessage>, lanes: Vec<mpsc::Sender<RawMessage>>) {
-    while let Some(msg) = input.recv().await {
-        let lane = lane_of(&msg.position.source, lanes.len());
-        if lanes[lane].send(msg).await.is_err() {
-            return;
+    let mut received = Vec::with_capacity(batch::RECV_MANY);
+    while input.recv_many(&mut received, batch::RECV_MANY).await > 0 {
+        for msg in received.drain(..) {
+            let lane = lane_of(&msg.position.source, lanes.len());
+            if lanes[lane].send(msg).await.is_err() {
+                return;
+            }
         }
     }
 }
