@@ -119,14 +119,14 @@ pub async fn apply_files(store: &Writer, files: &[impl AsRef<Path>], max_events:
             let position = Position { source: source.clone(), id: MessageId::new(0, index as i64, 0) };
             let msg = match record {
                 Ok(payload) => decode(RawMessage { position, entry_size: 1, publish_time, payload }),
-                Err(rest) => DecodedMessage {
-                    raw: RawMessage { position, entry_size: 1, publish_time, payload: rest.clone() },
-                    event_base: 0,
-                    body: Err(Rejection::Undecodable(format!(
+                Err(rest) => DecodedMessage::new(
+                    RawMessage { position, entry_size: 1, publish_time, payload: rest.clone() },
+                    0,
+                    Err(Rejection::Undecodable(format!(
                         "record {index}: {} trailing byte(s) are not a length-delimited record",
                         rest.len()
                     ))),
-                },
+                ),
             };
             summary.messages += 1;
             summary.events += msg.event_count();

@@ -191,7 +191,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// Adds the message's events to `counts` (events per kind).
 fn count_kinds(msg: &DecodedMessage, counts: &mut Vec<(&'static str, u64)>) {
-    if let Ok(seq) = &msg.body {
+    if let Ok(seq) = msg.body().as_ref() {
         for event in &seq.events {
             let kind = event_kind(event);
             match counts.iter_mut().find(|(k, _)| *k == kind) {

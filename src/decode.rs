@@ -5,6 +5,8 @@
 //! not protobuf, or it has no queue, no job set or no events. A rejected message is not dropped: convert turns the
 //! rejection into a quarantine record and store keeps the raw bytes.
 
+use std::borrow::Cow;
+
 use prost::Message as _;
 
 use crate::changes::QuarantineReason;
@@ -43,27 +45,87 @@ impl Rejection {
 }
 
 /// A message after decoding.
+///
+/// Once its batch is converted the decoded form is released ([`DecodedMessage::release`]): a batch's decoded
+/// events took more memory than its raw bytes and its row changes together, and the writer needs them only on its
+/// slow paths (messages skipped or held back, parked events re-applied, a failure to isolate, a dead letter to
+/// record), where [`DecodedMessage::body`] decodes the raw bytes again.
 #[derive(Debug, Clone)]
 pub struct DecodedMessage {
     pub raw: RawMessage,
     /// Index of the first event within the original message (0, except for a parked event re-applied alone).
     pub event_base: u32,
-    pub body: Result<EventSequence, Rejection>,
+    body: Body,
+}
+
+#[derive(Debug, Clone)]
+enum Body {
+    Decoded(Result<EventSequence, Rejection>),
+    /// Released after conversion; what the writer reads on every batch is kept.
+    Released {
+        events: usize,
+        creates: Creates,
+    },
+}
+
+/// The ids of the jobs (`SubmitJob`) and runs (`JobRunLeased`) a message creates, as the converter validated them
+/// (`Converter::creates`): the writer looks for events parked for them on every batch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Creates {
+    pub jobs: Vec<String>,
+    pub runs: Vec<String>,
 }
 
 impl DecodedMessage {
+    pub fn new(raw: RawMessage, event_base: u32, body: Result<EventSequence, Rejection>) -> Self {
+        DecodedMessage { raw, event_base, body: Body::Decoded(body) }
+    }
+
+    /// The decoded sequence, or why the message cannot be used; decoded again from the raw bytes if released.
+    pub fn body(&self) -> Cow<'_, Result<EventSequence, Rejection>> {
+        match &self.body {
+            Body::Decoded(body) => Cow::Borrowed(body),
+            Body::Released { .. } => Cow::Owned(decode_body(&self.raw)),
+        }
+    }
+
     /// Number of events (0 for a rejected message).
     pub fn event_count(&self) -> usize {
-        self.body.as_ref().map(|s| s.events.len()).unwrap_or(0)
+        match &self.body {
+            Body::Decoded(body) => body.as_ref().map(|s| s.events.len()).unwrap_or(0),
+            Body::Released { events, .. } => *events,
+        }
+    }
+
+    /// What the message creates, if it was released (else the caller reads [`DecodedMessage::body`]).
+    pub fn released_creates(&self) -> Option<&Creates> {
+        match &self.body {
+            Body::Released { creates, .. } => Some(creates),
+            Body::Decoded(_) => None,
+        }
+    }
+
+    /// Drops the decoded form, keeping the event count and `creates`. Only a usable message read whole from its
+    /// source is released: its raw bytes decode to the same sequence again. A rejection (small, and not
+    /// re-derivable for a file's trailing bytes) and a parked event re-applied alone keep their body.
+    pub fn release(&mut self, creates: Creates) {
+        if self.event_base != 0 {
+            return;
+        }
+        if let Body::Decoded(Ok(seq)) = &self.body {
+            self.body = Body::Released { events: seq.events.len(), creates };
+        }
     }
 }
 
 /// Decodes one message. Never fails: an unusable message comes back with a [`Rejection`].
 pub fn decode(raw: RawMessage) -> DecodedMessage {
-    let body = EventSequence::decode(raw.payload.clone())
-        .map_err(|e| Rejection::Undecodable(e.to_string()))
-        .and_then(validate);
-    DecodedMessage { raw, event_base: 0, body }
+    let body = decode_body(&raw);
+    DecodedMessage::new(raw, 0, body)
+}
+
+fn decode_body(raw: &RawMessage) -> Result<EventSequence, Rejection> {
+    EventSequence::decode(raw.payload.clone()).map_err(|e| Rejection::Undecodable(e.to_string())).and_then(validate)
 }
 
 fn validate(seq: EventSequence) -> Result<EventSequence, Rejection> {
@@ -164,15 +226,40 @@ mod tests {
     #[test]
     fn garbage_is_rejected_not_dropped() {
         let d = decode(raw(vec![0xff, 0xff, 0xff, 0x07]));
-        assert_eq!(d.body.unwrap_err().reason(), QuarantineReason::Undecodable);
+        assert_eq!(d.body().into_owned().unwrap_err().reason(), QuarantineReason::Undecodable);
     }
 
     #[test]
     fn empty_queue_jobset_or_events_are_rejected() {
-        assert_eq!(decode(raw(seq("", "js", 1))).body.unwrap_err(), Rejection::EmptyQueue);
-        assert_eq!(decode(raw(seq("q", "", 1))).body.unwrap_err(), Rejection::EmptyJobSet);
-        assert_eq!(decode(raw(seq("q", "js", 0))).body.unwrap_err(), Rejection::NoEvents);
+        assert_eq!(decode(raw(seq("", "js", 1))).body().into_owned().unwrap_err(), Rejection::EmptyQueue);
+        assert_eq!(decode(raw(seq("q", "", 1))).body().into_owned().unwrap_err(), Rejection::EmptyJobSet);
+        assert_eq!(decode(raw(seq("q", "js", 0))).body().into_owned().unwrap_err(), Rejection::NoEvents);
         assert_eq!(decode(raw(seq("q", "js", 2))).event_count(), 2);
+    }
+
+    #[test]
+    fn a_released_message_keeps_its_count_and_creates_and_decodes_the_same_again() {
+        let mut d = decode(raw(seq("q", "js", 3)));
+        let before = d.body().into_owned().unwrap();
+        let creates = Creates { jobs: vec!["j".into()], runs: vec!["r".into()] };
+        d.release(creates.clone());
+        assert!(matches!(d.body, Body::Released { .. }));
+        assert_eq!(d.event_count(), 3);
+        assert_eq!(d.released_creates(), Some(&creates));
+        assert_eq!(d.body().into_owned().unwrap(), before);
+    }
+
+    #[test]
+    fn rejections_and_parked_events_keep_their_body() {
+        let mut rejected = decode(raw(seq("", "js", 1)));
+        rejected.release(Creates::default());
+        assert!(matches!(rejected.body, Body::Decoded(Err(Rejection::EmptyQueue))));
+        // A parked event re-applied alone: its raw bytes are the event, not a sequence.
+        let body = decode(raw(seq("q", "js", 1))).body().into_owned();
+        let mut parked = DecodedMessage::new(raw(vec![0xff]), 4, body);
+        parked.release(Creates::default());
+        assert!(matches!(parked.body, Body::Decoded(Ok(_))));
+        assert_eq!(parked.released_creates(), None);
     }
 
     #[test]
@@ -181,6 +268,6 @@ mod tests {
         let at = bytes.iter().position(|&b| b == b'q').unwrap();
         bytes[at] = 0xc3; // a lead byte without its continuation
         let d = decode(raw(bytes));
-        assert!(d.body.is_ok());
+        assert!(d.body().is_ok());
     }
 }

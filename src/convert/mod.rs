@@ -32,9 +32,9 @@ mod submit_job;
 use crate::batch::Batch;
 use crate::changes::{QuarantineReason, Quarantined, RowChanges};
 use crate::config::Config;
-use crate::decode::DecodedMessage;
+use crate::decode::{Creates, DecodedMessage};
 use crate::message::{EventId, Ts, ts_from_parts};
-use crate::proto::armadaevents::{Event, EventKind};
+use crate::proto::armadaevents::{Event, EventKind, EventSequence};
 
 pub use text::Fixer;
 // Where they lived before the decode stage owned them; kept so callers keep compiling.
@@ -163,7 +163,8 @@ impl Converter {
         let mut out = RowChanges::default();
         for (mi, msg) in messages.iter().enumerate() {
             let mi = mi as u32;
-            let seq = match &msg.body {
+            let body = msg.body();
+            let seq = match body.as_ref() {
                 Ok(seq) => seq,
                 Err(rejection) => {
                     out.quarantined.push(Quarantined {
@@ -206,39 +207,62 @@ impl Converter {
         out
     }
 
-    /// The convert stage: fills a batch's row changes from its messages.
+    /// The convert stage: fills a batch's row changes from its messages, then releases their decoded form (see
+    /// [`DecodedMessage`]; the writer decodes a message again only on its slow paths).
     pub fn convert_batch(&self, mut batch: Batch) -> Batch {
         let refs: Vec<&DecodedMessage> = batch.messages.iter().collect();
         batch.changes = self.convert(&refs, &|_| true);
+        for msg in &mut batch.messages {
+            let creates = match msg.body().as_ref() {
+                Ok(seq) => self.creates(seq),
+                Err(_) => continue,
+            };
+            msg.release(creates);
+        }
         batch
     }
 
-    /// Ids of the jobs (`SubmitJob`) and runs (`JobRunLeased`) these messages create, for finding parked events.
+    /// Ids of the jobs (`SubmitJob`) and runs (`JobRunLeased`) these messages create, for finding parked events;
+    /// each sorted and once.
     pub fn created_ids(&self, messages: &[&DecodedMessage]) -> (Vec<String>, Vec<String>) {
         let (mut jobs, mut runs) = (Vec::new(), Vec::new());
         for msg in messages {
-            let Ok(seq) = &msg.body else { continue };
-            for event in &seq.events {
-                match &event.event {
-                    Some(EventKind::SubmitJob(s)) => {
-                        if let Ok(id) = text::id(&s.job_id, limits::JOB_ID, "job_id") {
-                            jobs.push(id);
-                        }
-                    }
-                    Some(EventKind::JobRunLeased(l)) => {
-                        if let Ok(id) = text::id(&l.run_id, limits::RUN_ID, "run_id") {
-                            runs.push(id);
-                        }
-                    }
-                    _ => {}
-                }
-            }
+            let creates = match msg.released_creates() {
+                Some(kept) => kept.clone(),
+                None => match msg.body().as_ref() {
+                    Ok(seq) => self.creates(seq),
+                    Err(_) => continue,
+                },
+            };
+            jobs.extend(creates.jobs);
+            runs.extend(creates.runs);
         }
         jobs.sort();
         jobs.dedup();
         runs.sort();
         runs.dedup();
         (jobs, runs)
+    }
+
+    /// The valid ids of the jobs and runs one sequence creates.
+    fn creates(&self, seq: &EventSequence) -> Creates {
+        let mut out = Creates::default();
+        for event in &seq.events {
+            match &event.event {
+                Some(EventKind::SubmitJob(s)) => {
+                    if let Ok(id) = text::id(&s.job_id, limits::JOB_ID, "job_id") {
+                        out.jobs.push(id);
+                    }
+                }
+                Some(EventKind::JobRunLeased(l)) => {
+                    if let Ok(id) = text::id(&l.run_id, limits::RUN_ID, "run_id") {
+                        out.runs.push(id);
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
     }
 }
 
@@ -273,5 +297,56 @@ fn fold_event(ctx: &mut Ctx<'_>, event: &Event, out: &mut RowChanges) {
         | EventKind::JobRunPreemptionRequested(_)
         | EventKind::JobPreemptionRequested(_)
         | EventKind::JobValidated(_) => out.ignore(event_kind(event)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::decode::decode;
+    use crate::loadgen::{DEFAULT_START, Profile, Size, Spec, generate};
+    use crate::message::{MessageId, Position, RawMessage};
+
+    /// A generated stream (submits, leases, failures, cancels…) as one batch of decoded messages.
+    fn stream_batch() -> Batch {
+        let spec = Spec { profile: Profile::Long, size: Size::Jobs(300), seed: 7, start: DEFAULT_START };
+        let messages = generate(&spec)
+            .messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| {
+                decode(RawMessage {
+                    position: Position { source: Arc::from("t"), id: MessageId::new(1, i as i64, 0) },
+                    entry_size: 1,
+                    publish_time: 0,
+                    payload: m.payload.into(),
+                })
+            })
+            .collect();
+        Batch::new(messages)
+    }
+
+    #[test]
+    fn a_converted_batch_releases_its_bodies_and_the_writer_gets_the_same_answers_from_it() {
+        let converter = Converter::default();
+        let fresh = stream_batch();
+        let fresh_refs: Vec<&DecodedMessage> = fresh.messages.iter().collect();
+        let expected_ids = converter.created_ids(&fresh_refs);
+        let expected = converter.convert(&fresh_refs, &|_| true);
+        assert!(!expected_ids.0.is_empty() && !expected_ids.1.is_empty(), "the stream creates jobs and runs");
+
+        let converted = converter.convert_batch(stream_batch());
+        assert_eq!(converted.changes, expected);
+        let refs: Vec<&DecodedMessage> = converted.messages.iter().collect();
+        assert!(refs.iter().all(|m| m.released_creates().is_some()), "every usable message is released");
+        assert_eq!(
+            refs.iter().map(|m| m.event_count()).sum::<usize>(),
+            fresh.messages.iter().map(|m| m.event_count()).sum()
+        );
+        // The writer's every-batch question, from what was kept; and its slow path, which decodes again.
+        assert_eq!(converter.created_ids(&refs), expected_ids);
+        assert_eq!(converter.convert(&refs, &|_| true), expected);
     }
 }

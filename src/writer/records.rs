@@ -35,11 +35,11 @@ pub(super) fn unparked_message(row: parked::Row) -> DecodedMessage {
         }),
         Err(e) => Err(Rejection::Undecodable(format!("parked event no longer decodes: {e}"))),
     };
-    DecodedMessage {
-        raw: RawMessage { position, entry_size: 1, publish_time, payload: row.event.into() },
-        event_base: row.event_index as u32,
+    DecodedMessage::new(
+        RawMessage { position, entry_size: 1, publish_time, payload: row.event.into() },
+        row.event_index as u32,
         body,
-    }
+    )
 }
 
 /// Parked-event rows for the given events (each event once, first reason wins).
@@ -51,7 +51,8 @@ pub(super) fn parked_rows(view: &[&DecodedMessage], orphans: &[(EventId, WaitsFo
             continue;
         }
         let msg = view[id.message as usize];
-        let Ok(seq) = &msg.body else { continue };
+        let body = msg.body();
+        let Ok(seq) = body.as_ref() else { continue };
         let Some(event) = seq.events.get(id.event as usize) else { continue };
         let (job_id, run_id) = event_keys(event);
         let p = &msg.raw.position;
@@ -80,7 +81,8 @@ pub(super) fn parked_rows(view: &[&DecodedMessage], orphans: &[(EventId, WaitsFo
 pub(super) fn quarantine_row(view: &[&DecodedMessage], q: &Quarantined) -> quarantine::Row {
     let msg = view[q.message as usize];
     let p = &msg.raw.position;
-    let seq = msg.body.as_ref().ok();
+    let body = msg.body();
+    let seq = body.as_ref().as_ref().ok();
     let text = |b: &[u8]| strip_nul(&String::from_utf8_lossy(b));
     let mut row = quarantine::Row {
         source: p.source.to_string(),
