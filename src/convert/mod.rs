@@ -343,7 +343,7 @@ mod tests {
         assert!(refs.iter().all(|m| m.released_creates().is_some()), "every usable message is released");
         assert_eq!(
             refs.iter().map(|m| m.event_count()).sum::<usize>(),
-            fresh.messages.iter().map(|m| m.event_count()).sum()
+            fresh.messages.iter().map(|m| m.event_count()).sum::<usize>()
         );
         // The writer's every-batch question, from what was kept; and its slow path, which decodes again.
         assert_eq!(converter.created_ids(&refs), expected_ids);
