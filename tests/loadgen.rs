@@ -51,7 +51,7 @@ fn decoded(stream: &Stream) -> Vec<lookout_ingester::proto::armadaevents::EventS
                 payload: m.payload.clone().into(),
             };
             let d = decode(raw);
-            let seq = d.body.unwrap_or_else(|e| panic!("message {i} does not decode: {e:?}"));
+            let seq = d.body().into_owned().unwrap_or_else(|e| panic!("message {i} does not decode: {e:?}"));
             assert_eq!(seq.events.len(), m.events as usize, "message {i}");
             assert_eq!(String::from_utf8_lossy(&seq.job_set_name), m.key, "message {i}: key is not the job set");
             seq
