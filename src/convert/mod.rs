@@ -163,6 +163,12 @@ impl Converter {
         let mut out = RowChanges::default();
         for (mi, msg) in messages.iter().enumerate() {
             let mi = mi as u32;
+            // The first included event, found before reading the body: a released message none of whose events
+            // is wanted (a part during isolation) is not decoded again. A rejection has no events and goes on.
+            let first = (0..msg.event_count() as u32).find(|&e| include(EventId { message: mi, event: e }));
+            if first.is_none() && msg.event_count() > 0 {
+                continue;
+            }
             let body = msg.body();
             let seq = match body.as_ref() {
                 Ok(seq) => seq,
@@ -181,7 +187,6 @@ impl Converter {
                 }
             };
             // The sequence's context, fitted once; fixes are recorded against its first included event.
-            let first = (0..seq.events.len() as u32).find(|&e| include(EventId { message: mi, event: e }));
             let Some(first) = first else { continue };
             let mut fx = Fixer::new(EventId { message: mi, event: first });
             let queue = fx.fit(&seq.queue, Some(limits::QUEUE), "job.queue");
@@ -227,15 +232,14 @@ impl Converter {
     pub fn created_ids(&self, messages: &[&DecodedMessage]) -> (Vec<String>, Vec<String>) {
         let (mut jobs, mut runs) = (Vec::new(), Vec::new());
         for msg in messages {
-            let creates = match msg.released_creates() {
-                Some(kept) => kept.clone(),
-                None => match msg.body().as_ref() {
-                    Ok(seq) => self.creates(seq),
-                    Err(_) => continue,
-                },
-            };
-            jobs.extend(creates.jobs);
-            runs.extend(creates.runs);
+            if let Some(kept) = msg.released_creates() {
+                jobs.extend_from_slice(&kept.jobs);
+                runs.extend_from_slice(&kept.runs);
+            } else if let Ok(seq) = msg.body().as_ref() {
+                let creates = self.creates(seq);
+                jobs.extend(creates.jobs);
+                runs.extend(creates.runs);
+            }
         }
         jobs.sort();
         jobs.dedup();

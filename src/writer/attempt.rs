@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use sqlx::{Acquire, PgConnection};
 
-use super::records::{in_stream_order, parked_rows, quarantine_row, sanitized_rows, unparked_message};
+use super::records::{in_stream_order, parked_rows, quarantine_rows, sanitized_rows, unparked_message};
 use super::{WriteReport, Writer};
 use crate::batch::Batch;
 use crate::changes::{Quarantined, RowChanges};
@@ -85,8 +85,7 @@ impl Writer {
             }
         }
         let dead: Vec<&Quarantined> = changes.quarantined.iter().chain(&rejected).collect();
-        let quarantine_rows: Vec<quarantine::Row> = dead.iter().map(|q| quarantine_row(&view, q)).collect();
-        report.quarantined = quarantine::insert(&mut tx, &quarantine_rows).await?;
+        report.quarantined = quarantine::insert(&mut tx, &quarantine_rows(&view, dead.iter().copied())).await?;
         report.quarantine_reasons = dead.iter().map(|q| q.reason.as_str()).collect();
         // Re-applied parked events come first in the view; their values were recorded when they were first seen.
         let first_seen: Vec<_> =

@@ -4,7 +4,7 @@
 use sqlx::{Acquire, PgConnection};
 
 use super::attempt::take_parked;
-use super::records::{in_stream_order, parked_rows, quarantine_row, unparked_message};
+use super::records::{in_stream_order, parked_rows, quarantine_rows, unparked_message};
 use super::{WriteReport, Writer};
 use crate::changes::Quarantined;
 use crate::decode::DecodedMessage;
@@ -87,8 +87,7 @@ impl Writer {
         parked::insert(&mut tx, &parked_rows(&view, &written.orphans)).await?;
         // Only what Postgres rejects now is new: everything else about these events was recorded when they were
         // first seen.
-        let quarantine_rows: Vec<quarantine::Row> = rejected.iter().map(|q| quarantine_row(&view, q)).collect();
-        quarantine::insert(&mut tx, &quarantine_rows).await?;
+        quarantine::insert(&mut tx, &quarantine_rows(&view, &rejected)).await?;
         tx.commit().await?;
         let reasons: Vec<&str> = rejected.iter().map(|q| q.reason.as_str()).collect();
         m::quarantined(&reasons);

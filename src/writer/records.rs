@@ -1,7 +1,8 @@
 //! Records: the rows of the ingester's own tables (parked events, dead letters, sanitized values), built from the
 //! messages they came from, and parked rows turned back into messages. This is where protobuf is re-encoded.
 
-use std::collections::BTreeSet;
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
 
 use prost::Message as _;
 
@@ -42,17 +43,36 @@ pub(super) fn unparked_message(row: parked::Row) -> DecodedMessage {
     )
 }
 
+/// The bodies of a view's messages, each read once however many of its events need a record (a message released
+/// after conversion is decoded again: once, not once per event).
+struct Bodies<'a> {
+    view: &'a [&'a DecodedMessage],
+    read: HashMap<u32, Cow<'a, Result<EventSequence, Rejection>>>,
+}
+
+impl<'a> Bodies<'a> {
+    fn new(view: &'a [&'a DecodedMessage]) -> Self {
+        Bodies { view, read: HashMap::new() }
+    }
+
+    fn get(&mut self, message: u32) -> Option<&EventSequence> {
+        let view = self.view;
+        let body: &Cow<'a, _> = self.read.entry(message).or_insert_with(|| view[message as usize].body());
+        (**body).as_ref().ok()
+    }
+}
+
 /// Parked-event rows for the given events (each event once, first reason wins).
 pub(super) fn parked_rows(view: &[&DecodedMessage], orphans: &[(EventId, WaitsFor)]) -> Vec<parked::Row> {
     let mut seen = BTreeSet::new();
+    let mut bodies = Bodies::new(view);
     let mut rows = Vec::new();
     for (id, waits_for) in orphans {
         if !seen.insert(*id) {
             continue;
         }
         let msg = view[id.message as usize];
-        let body = msg.body();
-        let Ok(seq) = body.as_ref() else { continue };
+        let Some(seq) = bodies.get(id.message) else { continue };
         let Some(event) = seq.events.get(id.event as usize) else { continue };
         let (job_id, run_id) = event_keys(event);
         let p = &msg.raw.position;
@@ -76,13 +96,19 @@ pub(super) fn parked_rows(view: &[&DecodedMessage], orphans: &[(EventId, WaitsFo
     rows
 }
 
+/// The quarantine rows for messages (`event` None) or their events, in the order given.
+pub(super) fn quarantine_rows<'q>(
+    view: &[&DecodedMessage],
+    dead: impl IntoIterator<Item = &'q Quarantined>,
+) -> Vec<quarantine::Row> {
+    let mut bodies = Bodies::new(view);
+    dead.into_iter().map(|q| quarantine_row(view[q.message as usize], bodies.get(q.message), q)).collect()
+}
+
 /// The quarantine row for a message (`event` None) or one of its events. An event's payload is that event alone,
 /// re-encoded as an `EventSequence` with the message's queue, job set, user and groups.
-pub(super) fn quarantine_row(view: &[&DecodedMessage], q: &Quarantined) -> quarantine::Row {
-    let msg = view[q.message as usize];
+fn quarantine_row(msg: &DecodedMessage, seq: Option<&EventSequence>, q: &Quarantined) -> quarantine::Row {
     let p = &msg.raw.position;
-    let body = msg.body();
-    let seq = body.as_ref().as_ref().ok();
     let text = |b: &[u8]| strip_nul(&String::from_utf8_lossy(b));
     let mut row = quarantine::Row {
         source: p.source.to_string(),
