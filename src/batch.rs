@@ -2,8 +2,9 @@
 //! whichever comes first (docs/compatibility.md D23) — and hands it on ([`Batch`], the type the later stages work on).
 //!
 //! A batch always holds whole messages, so one message larger than the limits makes a batch of its own. The
-//! batcher runs in its own task, and the caller's `finish` step (the pipeline passes conversion) runs there too:
-//! while the writer stores batch N, batch N+1 is decoded, gathered and converted.
+//! batcher runs in its own task and awaits the caller's `finish` step for each batch (the pipeline passes
+//! conversion, which it runs off the runtime's threads): while the writer stores batch N, batch N+1 is decoded,
+//! gathered and converted.
 //!
 //! An idle writer does not wait for the time limit: once a batch is [`EAGER_AFTER`] old it is sent as soon as the
 //! writer says it is idle ([`WriterIdle`]). Under light load a message then waits about `EAGER_AFTER` plus one
@@ -112,19 +113,26 @@ pub type WriterIdle = watch::Sender<bool>;
 /// The batch task: reads raw messages until the input closes or `cancel` fires, and sends each batch through
 /// `finish` (conversion, in the pipeline). On cancellation the open batch is still sent, so it can be stored if
 /// there is time. `idle` is the writer's [`WriterIdle`] signal, if it gives one.
-pub async fn run(
+pub async fn run<F, Fut>(
     mut input: mpsc::Receiver<RawMessage>,
     output: mpsc::Sender<Batch>,
     mut idle: Option<watch::Receiver<bool>>,
-    finish: impl Fn(Batch) -> Batch,
+    finish: F,
     limits: Limits,
     cancel: CancellationToken,
-) {
+) where
+    F: Fn(Batch) -> Fut,
+    Fut: Future<Output = Batch>,
+{
     let mut builder = Builder::new(limits);
     // Whether the writer is idle, as last signalled; a batch just sent makes it busy until it says otherwise.
     let mut writer_idle = false;
     // The messages taken from the input in one go (see [`RECV_MANY`]).
     let mut received: Vec<RawMessage> = Vec::with_capacity(RECV_MANY);
+    // Room for the open batch in the writer's queue, taken before its first message is decoded: a batch is
+    // gathered only once the previous one has been handed on, so per lane at most two are in memory (one being
+    // gathered or converted, one being stored) and the source is held back meanwhile.
+    let mut slot: Option<mpsc::Permit<'_, Batch>> = None;
     loop {
         let deadline = match builder.opened {
             Some(opened) if writer_idle => Some(opened + EAGER_AFTER.min(limits.max_wait)),
@@ -135,7 +143,7 @@ pub async fn run(
             _ = cancel.cancelled() => None,
             _ = sleep_until(deadline) => {
                 writer_idle = false;
-                if output.send(finish(builder.take())).await.is_err() {
+                if !hand_on(&mut slot, &output, finish(builder.take()).await).await {
                     return;
                 }
                 continue;
@@ -152,10 +160,16 @@ pub async fn run(
         match next {
             Some(()) => {
                 for raw in received.drain(..) {
+                    if slot.is_none() {
+                        match output.reserve().await {
+                            Ok(permit) => slot = Some(permit),
+                            Err(_) => return,
+                        }
+                    }
                     builder.push(decode(raw));
                     if builder.is_full() {
                         writer_idle = false;
-                        if output.send(finish(builder.take())).await.is_err() {
+                        if !hand_on(&mut slot, &output, finish(builder.take()).await).await {
                             return;
                         }
                     }
@@ -163,12 +177,29 @@ pub async fn run(
             }
             None => {
                 if !builder.is_empty() {
-                    let _ = output.send(finish(builder.take())).await;
+                    hand_on(&mut slot, &output, finish(builder.take()).await).await;
                 }
                 return;
             }
         }
     }
+}
+
+/// Sends a batch into the room taken for it (or, without one, waits for room); `false` once the writer is gone.
+async fn hand_on<'a>(
+    slot: &mut Option<mpsc::Permit<'a, Batch>>,
+    output: &'a mpsc::Sender<Batch>,
+    batch: Batch,
+) -> bool {
+    let permit = match slot.take() {
+        Some(permit) => permit,
+        None => match output.reserve().await {
+            Ok(permit) => permit,
+            Err(_) => return false,
+        },
+    };
+    permit.send(batch);
+    true
 }
 
 /// The writer's next idle signal (`None` once the writer is gone); never completes without a signal.
@@ -227,7 +258,7 @@ mod tests {
         let (idle_tx, idle_rx) = watch::channel(false);
         let limits = Limits { max_events: 1000, max_bytes: 1 << 20, max_wait: Duration::from_secs(600) };
         let cancel = CancellationToken::new();
-        tokio::spawn(run(in_rx, out_tx, Some(idle_rx), |b| b, limits, cancel.clone()));
+        tokio::spawn(run(in_rx, out_tx, Some(idle_rx), std::future::ready, limits, cancel.clone()));
         (in_tx, out_rx, idle_tx, cancel)
     }
 
@@ -269,7 +300,7 @@ mod tests {
             in_tx.send(message(i)).await.unwrap();
         }
         drop(in_tx);
-        run(in_rx, out_tx, None, |b| b, limits, CancellationToken::new()).await;
+        run(in_rx, out_tx, None, std::future::ready, limits, CancellationToken::new()).await;
         let mut cuts = Vec::new();
         while let Some(batch) = out_rx.recv().await {
             cuts.push(batch.messages.iter().map(|m| m.raw.position.id.entry).collect::<Vec<_>>());
@@ -278,11 +309,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_batch_is_begun_only_once_the_previous_one_is_in_the_writers_queue() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (in_tx, in_rx) = mpsc::channel(16);
+        let (out_tx, mut out_rx) = mpsc::channel(1);
+        let limits = Limits { max_events: 1000, max_bytes: 24, max_wait: Duration::from_secs(600) };
+        let converted = Arc::new(AtomicUsize::new(0));
+        let finish = {
+            let converted = converted.clone();
+            move |b| {
+                converted.fetch_add(1, Ordering::SeqCst);
+                std::future::ready(b)
+            }
+        };
+        tokio::spawn(run(in_rx, out_tx, None, finish, limits, CancellationToken::new()));
+        for i in 0..6 {
+            in_tx.send(message(i)).await.unwrap();
+        }
+        // The writer takes nothing: the first batch fills its queue, and the second is not even gathered.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(converted.load(Ordering::SeqCst), 1);
+        for (taken, first) in [(1, 0), (2, 2), (3, 4)] {
+            let batch = tokio::time::timeout(Duration::from_secs(60), out_rx.recv()).await.unwrap().unwrap();
+            assert_eq!(batch.messages[0].raw.position.id.entry, first);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(converted.load(Ordering::SeqCst), (taken + 1).min(3), "after {taken} taken");
+        }
+    }
+
+    #[tokio::test]
     async fn without_an_idle_signal_the_time_limit_applies() {
         let (in_tx, in_rx) = mpsc::channel(16);
         let (out_tx, mut out_rx) = mpsc::channel(1);
         let limits = Limits { max_events: 1000, max_bytes: 1 << 20, max_wait: Duration::from_millis(300) };
-        tokio::spawn(run(in_rx, out_tx, None, |b| b, limits, CancellationToken::new()));
+        tokio::spawn(run(in_rx, out_tx, None, std::future::ready, limits, CancellationToken::new()));
         let started = Instant::now();
         in_tx.send(message(0)).await.unwrap();
         let batch = tokio::time::timeout(Duration::from_secs(60), out_rx.recv()).await.unwrap().unwrap();

@@ -12,8 +12,9 @@
 //! lane, so its messages keep their order and each partition's position advances in one place; lanes touch
 //! disjoint jobs because a job's events all travel in its job set's partition.
 //!
-//! Every channel is bounded, so memory stays bounded: per lane at most one batch being converted, one waiting, one
-//! being stored. Decoding and converting batch N+1 overlaps storing batch N.
+//! Every channel is bounded, so memory stays bounded: per lane at most two batches, one being gathered and
+//! converted (a batch is begun only once the previous one is in the writer's queue) and one being stored. Decoding and converting batch N+1 overlaps storing batch N; conversion, the pipeline's one long
+//! stretch of CPU work, runs on the blocking pool ([`convert`]) so the runtime's threads stay free for I/O.
 //!
 //! Shutdown (the token fires): the source stops reading, the batcher sends its open batch and ends, the writer
 //! stores what it has been given and ends, the source acknowledges what committed and ends. A batch whose store is
@@ -41,7 +42,8 @@ use crate::writer::{StoreError, Writer};
 
 /// Messages buffered between the source and the batcher.
 pub const MESSAGE_CHANNEL: usize = 256;
-/// Converted batches waiting for the writer (one more is being built, one being stored).
+/// Converted batches waiting for the writer: the one being gathered holds this room from its first message, so
+/// with the one being stored a lane has at most two batches in memory.
 pub const BATCH_CHANNEL: usize = 1;
 /// Commit reports waiting for the source.
 pub const COMMIT_CHANNEL: usize = 16;
@@ -81,6 +83,7 @@ where
     let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
     let source = source(msg_tx, commit_rx, cancel.clone());
     tasks.spawn(async move { ("source", source.await) });
+    let converter = Arc::new(converter);
     let mut lane_inputs = Vec::with_capacity(lanes);
     for _ in 0..lanes {
         let (lane_tx, lane_rx) = mpsc::channel::<RawMessage>(MESSAGE_CHANNEL);
@@ -90,7 +93,8 @@ where
         tasks.spawn({
             let (cancel, converter) = (cancel.clone(), converter.clone());
             async move {
-                batch::run(lane_rx, batch_tx, Some(idle_rx), |b| converter.convert_batch(b), limits, cancel).await;
+                let finish = |b| convert(converter.clone(), b);
+                batch::run(lane_rx, batch_tx, Some(idle_rx), finish, limits, cancel).await;
                 ("batcher", Ok(()))
             }
         });
@@ -128,6 +132,17 @@ where
     match first_error {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Converts a batch on the blocking pool: a full batch is tens of milliseconds of CPU, which on a runtime thread
+/// would hold up the source, the router and the writers (the runtime may have one thread, `worker_threads`). One
+/// hand-off per batch. A panic in conversion goes on in the batcher, as if it had converted the batch itself.
+async fn convert(converter: Arc<Converter>, batch: Batch) -> Batch {
+    match tokio::task::spawn_blocking(move || converter.convert_batch(batch)).await {
+        Ok(converted) => converted,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("conversion did not finish: {e}"),
     }
 }
 
@@ -215,33 +230,28 @@ async fn write_batches(
 #[derive(Default)]
 struct LagTracker {
     /// The highest position recorded per partition (messages the store skipped as already committed are not
-    /// measured again).
-    last: HashMap<String, MessageId>,
+    /// measured again). Keyed by the partition's shared name, so recording allocates nothing per message.
+    last: HashMap<Arc<str>, MessageId>,
 }
 
 impl LagTracker {
     /// Records publish→commit latency for each newly committed message and, per partition, the lag at this commit
     /// (commit time minus the publish time of its last message).
     fn record(&mut self, batch: &Batch, now: Ts) {
+        let latency = m::publish_to_commit();
         let mut newest: HashMap<&str, Ts> = HashMap::new();
         for msg in &batch.messages {
             let p = &msg.raw.position;
-            if let Some(last) = self.last.get(p.source.as_ref())
-                && p.id <= *last
-            {
-                continue;
+            match self.last.get_mut(p.source.as_ref()) {
+                Some(last) if p.id <= *last => continue,
+                Some(last) => *last = p.id,
+                None => {
+                    self.last.insert(p.source.clone(), p.id);
+                }
             }
-            let seconds = (now - msg.raw.publish_time) as f64 / 1e6;
-            m::committed_message(seconds);
+            latency.record(((now - msg.raw.publish_time) as f64 / 1e6).max(0.0));
             let entry = newest.entry(p.source.as_ref()).or_insert(msg.raw.publish_time);
             *entry = (*entry).max(msg.raw.publish_time);
-        }
-        for msg in &batch.messages {
-            let p = &msg.raw.position;
-            let last = self.last.entry(p.source.to_string()).or_insert(p.id);
-            if p.id > *last {
-                *last = p.id;
-            }
         }
         for (partition, published) in newest {
             m::lag(partition, (now - published) as f64 / 1e6, published as f64 / 1e6);
