@@ -48,7 +48,7 @@ pub struct Config {
     /// goes to the same lane, so its order is kept. 1 writes everything through one connection.
     pub writers: usize,
     /// Threads of the async runtime: 0 (default) one per CPU; 1 runs every stage on one thread (no hand-offs between
-    /// threads: less CPU per event, the lanes' conversion no longer in parallel); more, that many.
+    /// threads; conversion runs on the blocking pool either way); more, that many.
     pub worker_threads: usize,
     /// Blobs longer than this are compressed at level 1, shorter ones stored (level 0) (Armada:
     /// `minJobSpecCompressionSize`).
