@@ -13,8 +13,9 @@
 //! disjoint jobs because a job's events all travel in its job set's partition.
 //!
 //! Every channel is bounded, so memory stays bounded: per lane at most two batches, one being gathered and
-//! converted (a batch is begun only once the previous one is in the writer's queue) and one being stored. Decoding and converting batch N+1 overlaps storing batch N; conversion, the pipeline's one long
-//! stretch of CPU work, runs on the blocking pool ([`convert`]) so the runtime's threads stay free for I/O.
+//! converted (a batch is begun only once the previous one is in the writer's queue) and one being stored.
+//! Decoding and converting batch N+1 overlaps storing batch N; conversion, the pipeline's one long stretch of CPU
+//! work, runs on the blocking pool ([`convert`]) so the runtime's threads stay free for I/O.
 //!
 //! Shutdown (the token fires): the source stops reading, the batcher sends its open batch and ends, the writer
 //! stores what it has been given and ends, the source acknowledges what committed and ends. A batch whose store is
