@@ -38,6 +38,8 @@ pub const CONSUMER_SUBSCRIBED: &str = "lookout_ingester_consumer_subscribed";
 pub const REDELIVERIES_DROPPED: &str = "lookout_ingester_redeliveries_dropped_total";
 pub const ABANDONED_BATCHES: &str = "lookout_ingester_batches_abandoned_total";
 pub const DELIVERY_GAPS: &str = "lookout_ingester_delivery_gaps_total";
+pub const KNOWN_JOB_WRITES: &str = "lookout_ingester_known_job_writes_total";
+pub const KNOWN_JOBS: &str = "lookout_ingester_known_jobs";
 
 pub const COMPAT_MESSAGES_PROCESSED: &str = "armada_lookout_ingester_v2_pulsar_messages_processed";
 pub const COMPAT_MESSAGE_ERRORS: &str = "armada_lookout_ingester_v2_pulsar_message_errors";
@@ -206,4 +208,12 @@ pub fn delivery_gap(outcome: &'static str) {
 /// A batch given up at shutdown before it committed (not acknowledged; Pulsar delivers it again).
 pub fn batch_abandoned() {
     counter!(ABANDONED_BATCHES).increment(1);
+}
+
+/// After a commit: updates of known jobs written by compare-and-set (`written`) or handed to the guarded merge
+/// because the row had changed meanwhile (`changed_meanwhile`), and how many jobs are known now.
+pub fn known_jobs(written: usize, changed_meanwhile: usize, known: usize) {
+    counter!(KNOWN_JOB_WRITES, "outcome" => "written").increment(written as u64);
+    counter!(KNOWN_JOB_WRITES, "outcome" => "changed_meanwhile").increment(changed_meanwhile as u64);
+    gauge!(KNOWN_JOBS).set(known as f64);
 }

@@ -82,7 +82,8 @@ impl App {
             )
             .await
             .context("cannot set up the Postgres writer")?
-            .with_gap_guard(config.gap_accept_after),
+            .with_gap_guard(config.gap_accept_after)
+            .with_known_jobs(config.known_jobs),
         );
         let limits = Limits {
             max_events: config.batch_size,

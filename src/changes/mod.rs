@@ -127,6 +127,7 @@ pub struct RunRow {
 }
 
 mod job;
+pub mod known;
 mod run;
 pub mod settle;
 

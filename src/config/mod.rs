@@ -50,6 +50,10 @@ pub struct Config {
     /// Threads of the async runtime: 0 (default) one per CPU; 1 runs every stage on one thread (no hand-offs between
     /// threads; conversion runs on the blocking pool either way); more, that many.
     pub worker_threads: usize,
+    /// Active jobs whose stored columns the writer remembers (it wrote them last), so that their updates are merged
+    /// in memory and written by compare-and-set instead of read back by the guarded merge (`writer::known`). A few
+    /// hundred bytes each; ended jobs are dropped; 0 turns it off.
+    pub known_jobs: usize,
     /// Blobs longer than this are compressed at level 1, shorter ones stored (level 0) (Armada:
     /// `minJobSpecCompressionSize`).
     pub min_job_spec_compression_size: usize,
@@ -203,6 +207,7 @@ impl Default for Config {
             batch_max_bytes: 32 * 1024 * 1024,
             writers: 2,
             worker_threads: 0,
+            known_jobs: crate::writer::known::DEFAULT_CAPACITY,
             min_job_spec_compression_size: 1024,
             user_annotation_prefix: None,
             annotations: AnnotationsConfig::default(),

@@ -94,7 +94,8 @@ fn the_staging_tables_are_the_ones_listed() {
 #[test]
 fn each_copy_writer_fills_every_column_of_its_staging_table() {
     let changes = RowChanges::default();
-    let writers: [(&str, CopyWriter); 7] = [
+    let writers: [(&str, CopyWriter); 8] = [
+        (job::COPY_CAS, job::copy_cas(std::iter::empty())),
         (job::COPY_NEW, job::copy_new(std::iter::empty())),
         (job::COPY_UPDATE, job::copy_update(changes.job_updates.iter())),
         (job::COPY_PROGRESS, job::copy_progress(changes.job_updates.iter(), &BTreeSet::new())),

@@ -11,6 +11,7 @@
 use std::collections::BTreeSet;
 
 use crate::changes::JobDelta;
+use crate::changes::known::KnownJob;
 use crate::changes::settle::SettledJob;
 
 use super::copy::CopyWriter;
@@ -36,6 +37,15 @@ CREATE TEMP TABLE IF NOT EXISTS li_job_progress (
     job_id text, run_id text, phase smallint, at timestamp
 ) ON COMMIT DELETE ROWS;
 CREATE INDEX IF NOT EXISTS li_job_progress_job_id ON li_job_progress (job_id);
+CREATE TEMP TABLE IF NOT EXISTS li_job_cas (
+    job_id text,
+    was_state smallint, was_ltt timestamp, was_latest_run_id text, was_priority bigint, was_priority_at timestamp,
+    was_cancelled timestamp, was_cancel_reason text, was_cancel_user text, was_category text, was_subcategory text,
+    was_reason text, was_message text, was_retry_policy text,
+    state smallint, ltt timestamp, ltt_seconds bigint, latest_run_id text, priority bigint, priority_at timestamp,
+    cancelled timestamp, cancel_reason text, cancel_user text, category text, subcategory text, reason text,
+    message text, retry_policy text
+) ON COMMIT DELETE ROWS;
 ";
 
 pub const COPY_NEW: &str = "COPY li_job_new FROM STDIN (FORMAT binary)";
@@ -49,6 +59,44 @@ pub const COPY_DIRECT: &str = "COPY job (job_id, queue, owner, jobset, cpu, memo
     ingester_retry_policy) FROM STDIN (FORMAT binary)";
 pub const COPY_UPDATE: &str = "COPY li_job_update FROM STDIN (FORMAT binary)";
 pub const COPY_PROGRESS: &str = "COPY li_job_progress FROM STDIN (FORMAT binary)";
+pub const COPY_CAS: &str = "COPY li_job_cas FROM STDIN (FORMAT binary)";
+
+/// Compare-and-set of jobs whose stored columns the writer knows (`changes::known`): each staged row of
+/// `li_job_cas` carries the columns as the writer last wrote them (`was_*`) and as the job merge leaves them. A row
+/// is written only if every column the merge reads still holds its `was_*` value; returns the jobs written. The
+/// others (changed by someone else meanwhile, or gone) go through [`UPDATE`], which reads them.
+pub const CAS: &str = "
+UPDATE job j SET
+    state = s.state,
+    last_transition_time = s.ltt,
+    last_transition_time_seconds = COALESCE(s.ltt_seconds, j.last_transition_time_seconds),
+    latest_run_id = s.latest_run_id,
+    priority = s.priority,
+    ingester_priority_at = s.priority_at,
+    cancelled = s.cancelled,
+    cancel_reason = s.cancel_reason,
+    cancel_user = s.cancel_user,
+    ingester_failure_category = s.category,
+    ingester_failure_subcategory = s.subcategory,
+    ingester_failure_reason = s.reason,
+    ingester_failure_message = s.message,
+    ingester_retry_policy = s.retry_policy
+FROM li_job_cas s
+WHERE j.job_id = s.job_id
+  AND j.state = s.was_state
+  AND j.last_transition_time IS NOT DISTINCT FROM s.was_ltt
+  AND j.latest_run_id IS NOT DISTINCT FROM s.was_latest_run_id
+  AND j.priority IS NOT DISTINCT FROM s.was_priority
+  AND j.ingester_priority_at IS NOT DISTINCT FROM s.was_priority_at
+  AND j.cancelled IS NOT DISTINCT FROM s.was_cancelled
+  AND j.cancel_reason IS NOT DISTINCT FROM s.was_cancel_reason
+  AND j.cancel_user IS NOT DISTINCT FROM s.was_cancel_user
+  AND j.ingester_failure_category IS NOT DISTINCT FROM s.was_category
+  AND j.ingester_failure_subcategory IS NOT DISTINCT FROM s.was_subcategory
+  AND j.ingester_failure_reason IS NOT DISTINCT FROM s.was_reason
+  AND j.ingester_failure_message IS NOT DISTINCT FROM s.was_message
+  AND j.ingester_retry_policy IS NOT DISTINCT FROM s.was_retry_policy
+RETURNING j.job_id";
 
 /// One failure-detail column of the job merge: a preemption's value, else a terminal update's, else the current
 /// one (an absent value never clears a stored one). `$field` is the staged column after `pre_` / `term_`.
@@ -329,6 +377,42 @@ pub fn copy_progress<'a>(
             }
             w.row().text(job_id).opt_text(p.run_id.as_deref()).int2(p.phase as i16).ts(p.at);
         }
+    }
+    w
+}
+
+/// One job for [`CAS`]: its id, its columns as known (`was`) and as the merge leaves them (`new`).
+pub struct CasRow<'a> {
+    pub job_id: &'a str,
+    pub was: &'a KnownJob,
+    pub new: &'a KnownJob,
+}
+
+/// Encodes compare-and-set rows for [`COPY_CAS`].
+pub fn copy_cas<'a>(rows: impl Iterator<Item = &'a CasRow<'a>>) -> CopyWriter {
+    fn rest(w: &mut CopyWriter, k: &KnownJob) {
+        w.opt_text(k.latest_run_id.as_deref())
+            .int8(k.priority)
+            .opt_ts(k.priority_at)
+            .opt_ts(k.cancelled)
+            .opt_text(k.cancel_reason.as_deref())
+            .opt_text(k.cancel_user.as_deref())
+            .opt_text(k.failure_category.as_deref())
+            .opt_text(k.failure_subcategory.as_deref())
+            .opt_text(k.failure_reason.as_deref())
+            .opt_text(k.failure_message.as_deref())
+            .opt_text(k.retry_policy.as_deref());
+    }
+    let mut w = CopyWriter::new(28);
+    for CasRow { job_id, was, new } in rows {
+        w.row().text(job_id).int2(was.state).ts(was.last_transition_time);
+        rest(&mut w, was);
+        // The merge sets the seconds only with a new transition time; otherwise the stored ones stay.
+        let moved = new.last_transition_time != was.last_transition_time;
+        w.int2(new.state)
+            .ts(new.last_transition_time)
+            .opt_int8(moved.then(|| new.last_transition_time.div_euclid(1_000_000)));
+        rest(&mut w, new);
     }
     w
 }

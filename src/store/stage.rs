@@ -23,7 +23,8 @@ pub const STAGING: &[&str] = &[job::STAGING, job_spec::STAGING, job_run::STAGING
 
 /// Every staging table, once: created by the `STAGING` statements above, filled by COPY, cleared between the parts
 /// of an isolated batch (the tests of `store::checks` hold the three to this list).
-pub const TABLES: [&str; 7] = [
+pub const TABLES: [&str; 8] = [
+    "li_job_cas",
     "li_job_new",
     "li_job_update",
     "li_job_progress",
@@ -34,7 +35,8 @@ pub const TABLES: [&str; 7] = [
 ];
 
 /// The statements of a write after the COPYs, by name, in the order [`write_changes`] runs them.
-pub const STATEMENTS: [(&str, &str); 8] = [
+pub const STATEMENTS: [(&str, &str); 9] = [
+    ("job::CAS", job::CAS),
     ("orphans::TAKE", orphans::TAKE),
     ("new_rows::EXISTING", new_rows::EXISTING),
     ("job::INSERT", job::INSERT),
@@ -56,19 +58,38 @@ pub struct Written {
     pub rows: Vec<RowsWritten>,
     /// Events to park, with what they wait for.
     pub orphans: Vec<(EventId, WaitsFor)>,
+    /// Jobs written by compare-and-set (`job::CAS`): their rows are as the [`CasRow`]s said.
+    pub cas_written: BTreeSet<String>,
+    /// Jobs the batch creates that existed already (their deltas were merged into the stored rows).
+    pub existing_jobs: BTreeSet<String>,
 }
 
 /// Stages and writes one set of row changes. `force` runs every statement even when its staging is empty (to
 /// clear leftovers between savepoints and to probe the statements).
 ///
 /// Jobs and runs the batch creates are written settled (`changes::settle`) by `new_rows`, their deltas not at all;
-/// only when one exists after all is its delta staged, for the guarded update like any other.
-pub async fn write_changes(conn: &mut PgConnection, changes: &RowChanges, force: bool) -> sqlx::Result<Written> {
+/// only when one exists after all is its delta staged, for the guarded update like any other. Jobs in `cas`
+/// (stored jobs whose columns the writer knows, merged in memory) are written first by compare-and-set; the deltas
+/// of those whose guard fails are staged for the guarded update like any other.
+pub async fn write_changes(
+    conn: &mut PgConnection,
+    changes: &RowChanges,
+    cas: &[job::CasRow<'_>],
+    force: bool,
+) -> sqlx::Result<Written> {
     let mut out = Written::default();
     if force {
         conn.execute(CLEAR_STAGING.as_str()).await?;
     }
-    let job_updates = || changes.job_updates.iter().filter(|(id, _)| !changes.jobs.contains_key(*id));
+    let mut cas_written = BTreeSet::new();
+    if force || !cas.is_empty() {
+        copy_in(conn, job::COPY_CAS, job::copy_cas(cas.iter())).await?;
+        let written: Vec<String> = sqlx::query_scalar(job::CAS).fetch_all(&mut *conn).await?;
+        out.rows.push(RowsWritten { table: Table::Job, operation: Operation::Update, rows: written.len() as u64 });
+        cas_written = written.into_iter().collect();
+    }
+    let job_updates =
+        || changes.job_updates.iter().filter(|(id, _)| !changes.jobs.contains_key(*id) && !cas_written.contains(*id));
     let run_updates = || changes.run_updates.iter().filter(|(id, _)| !changes.runs.contains_key(*id));
     copy_in(conn, job::COPY_NEW_KEYS, job::copy_keys(changes.jobs.keys())).await?;
     copy_in(conn, job_run::COPY_NEW_KEYS, job_run::copy_keys(changes.runs.values())).await?;
@@ -107,7 +128,8 @@ pub async fn write_changes(conn: &mut PgConnection, changes: &RowChanges, force:
 
     // Rows that existed after all: their deltas go to the guarded updates; a stored job keeps its spec if it has
     // one.
-    let job_ids = stored.jobs.iter().chain(&inserted.existing.jobs);
+    let existing_jobs: BTreeSet<String> = stored.jobs.iter().chain(&inserted.existing.jobs).cloned().collect();
+    let job_ids = existing_jobs.iter();
     let deltas = || job_ids.clone().filter_map(|id| changes.job_updates.get_key_value(id));
     staged_job_updates += copy_in(conn, job::COPY_UPDATE, job::copy_update(deltas())).await?
         + copy_in(conn, job::COPY_PROGRESS, job::copy_progress(deltas(), &missing_runs)).await?;
@@ -132,6 +154,8 @@ pub async fn write_changes(conn: &mut PgConnection, changes: &RowChanges, force:
     if any(changes.job_errors.len()) {
         counted(conn, job_error::INSERT, (Table::JobError, Operation::Insert), &mut out).await?;
     }
+    out.cas_written = cas_written;
+    out.existing_jobs = existing_jobs;
     Ok(out)
 }
 
@@ -195,7 +219,7 @@ async fn counted(
 /// is broken, not the data, and no event is to blame.
 pub async fn probe(conn: &mut PgConnection) -> sqlx::Result<()> {
     conn.execute("SAVEPOINT li_probe").await?;
-    write_changes(&mut *conn, &RowChanges::default(), true).await?;
+    write_changes(&mut *conn, &RowChanges::default(), &[], true).await?;
     conn.execute("RELEASE SAVEPOINT li_probe").await?;
     Ok(())
 }
@@ -204,7 +228,7 @@ pub async fn probe(conn: &mut PgConnection) -> sqlx::Result<()> {
 /// data the part is rolled back (the transaction stays usable) and the error returned.
 pub async fn write_part(conn: &mut PgConnection, changes: &RowChanges) -> sqlx::Result<Written> {
     conn.execute("SAVEPOINT li_part").await?;
-    match write_changes(&mut *conn, changes, true).await {
+    match write_changes(&mut *conn, changes, &[], true).await {
         Ok(written) => {
             conn.execute("RELEASE SAVEPOINT li_part").await?;
             Ok(written)

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use sqlx::{Acquire, PgConnection};
 
+use super::known::{Outcome, Plan};
 use super::records::{in_stream_order, parked_rows, quarantine_rows, sanitized_rows, unparked_message};
 use super::{WriteReport, Writer};
 use crate::batch::Batch;
@@ -67,10 +68,11 @@ impl Writer {
 
         // 3. rows.
         let mut rejected: Vec<Quarantined> = Vec::new();
+        let plan = if isolate { Plan::default() } else { self.known.plan(changes) };
         let written = if isolate {
             self.isolate(&mut tx, &view, &mut rejected).await?
         } else {
-            stage::write_changes(&mut tx, changes, false).await?
+            stage::write_changes(&mut tx, changes, &plan.rows(), false).await?
         };
         report.rows = written.rows;
 
@@ -98,6 +100,9 @@ impl Writer {
             position::save(&mut tx, sub, &highest).await?;
         }
         tx.commit().await?;
+        let outcome =
+            Outcome { cas_written: &written.cas_written, existing_jobs: &written.existing_jobs, isolated: isolate };
+        self.known.learn(changes, plan, outcome);
         report.committed = highest;
         Ok(report)
     }

@@ -22,6 +22,7 @@
 mod attempt;
 pub mod gaps;
 mod isolate;
+pub mod known;
 mod reconcile;
 mod records;
 
@@ -84,6 +85,8 @@ pub struct Writer {
     retry: RetryPolicy,
     /// Off (`None`) unless [`Writer::with_gap_guard`]: `apply` and `replay` start wherever they are told to.
     gaps: Option<gaps::GapGuard>,
+    /// The active jobs whose stored columns this writer knows (`known`).
+    known: known::KnownJobs,
 }
 
 impl Writer {
@@ -108,13 +111,20 @@ impl Writer {
     ) -> sqlx::Result<Writer> {
         let store = Store::connect_lazy(options, lanes);
         let retry = RetryPolicy { max_backoff, max_attempts: None };
-        Ok(Writer { store, converter, subscription, retry, gaps: None })
+        let known = known::KnownJobs::new(known::DEFAULT_CAPACITY);
+        Ok(Writer { store, converter, subscription, retry, gaps: None, known })
     }
 
     /// Holds back a partition whose messages do not continue its committed position (see [`gaps`]), accepting the
     /// gap once it has persisted for `accept_after` ([`gaps::ACCEPT_AFTER`] in the service); 0 turns it off.
     pub fn with_gap_guard(mut self, accept_after: Duration) -> Self {
         self.gaps = (!accept_after.is_zero()).then(|| gaps::GapGuard::new(accept_after));
+        self
+    }
+
+    /// Knows at most `capacity` active jobs (see [`known`]); 0 merges every update in SQL.
+    pub fn with_known_jobs(mut self, capacity: usize) -> Self {
+        self.known = known::KnownJobs::new(capacity);
         self
     }
 

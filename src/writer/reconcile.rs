@@ -79,16 +79,18 @@ impl Writer {
         in_stream_order(&mut messages);
         let view: Vec<&DecodedMessage> = messages.iter().collect();
         let mut rejected: Vec<Quarantined> = Vec::new();
+        let changes = self.converter.convert(&view, &|_| true);
         let written = if isolate {
             self.isolate(&mut tx, &view, &mut rejected).await?
         } else {
-            stage::write_changes(&mut tx, &self.converter.convert(&view, &|_| true), false).await?
+            stage::write_changes(&mut tx, &changes, &[], false).await?
         };
         parked::insert(&mut tx, &parked_rows(&view, &written.orphans)).await?;
         // Only what Postgres rejects now is new: everything else about these events was recorded when they were
         // first seen.
         quarantine::insert(&mut tx, &quarantine_rows(&view, &rejected)).await?;
         tx.commit().await?;
+        self.known.forget(&changes);
         let reasons: Vec<&str> = rejected.iter().map(|q| q.reason.as_str()).collect();
         m::quarantined(&reasons);
         Ok(taken)
