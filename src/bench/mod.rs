@@ -92,6 +92,9 @@ struct Bench {
     copy: Option<pg::CopyBaseline>,
 }
 
+/// Above this many busy CPUs before the runs, the bench warns that its figures are skewed.
+const IDLE_WARNING_CPUS: f64 = 0.25;
+
 pub async fn run(args: Args, pulsar_url: &str, database_url: Option<String>) -> Result<()> {
     let admin_db_url = database_url
         .or_else(|| std::env::var("DATABASE_URL").ok())
@@ -120,6 +123,16 @@ pub async fn run(args: Args, pulsar_url: &str, database_url: Option<String>) -> 
         if cluster.postmaster.is_some() { "measured" } else { "not measured (cluster not local)" },
         if cluster.statements { "on" } else { "off (not in shared_preload_libraries)" },
     );
+    let idle = sys::idle(Duration::from_secs(3)).await;
+    let top =
+        idle.top.as_ref().map_or(String::new(), |(name, pid, cpus)| format!("; busiest: {name} (pid {pid}) {cpus:.2}"));
+    eprintln!("[bench] before the runs, with nothing of ours running: {:.2} CPUs busy{top}", idle.busy_cpus);
+    if idle.busy_cpus > IDLE_WARNING_CPUS {
+        eprintln!(
+            "[bench] WARNING: the machine is busy before any run ({:.2} CPUs); every figure below is skewed by it{top}",
+            idle.busy_cpus
+        );
+    }
     std::fs::create_dir_all(&args.out)?;
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     let mut bench = Bench {
@@ -149,6 +162,7 @@ pub async fn run(args: Args, pulsar_url: &str, database_url: Option<String>) -> 
             runs.push(run);
         }
     }
+    let idle_before = idle;
     let report = Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         started_at: chrono::Utc::now().to_rfc3339(),
@@ -160,6 +174,7 @@ pub async fn run(args: Args, pulsar_url: &str, database_url: Option<String>) -> 
         events: bench.stream.events,
         messages: bench.stream.messages.len(),
         outcomes: bench.stream.outcomes.clone(),
+        idle_before,
         postgres_cpu_measured: bench.cluster.postmaster.is_some(),
         pg_stat_statements: bench.cluster.statements,
         reference_migrated_by: args.reference.as_ref().map(|_| match &bench.lookout {

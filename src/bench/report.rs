@@ -71,6 +71,8 @@ pub struct Report {
     pub events: usize,
     pub messages: usize,
     pub outcomes: BTreeMap<&'static str, usize>,
+    /// How busy the machine was before the runs, with nothing of the bench running.
+    pub idle_before: super::sys::Idle,
     pub postgres_cpu_measured: bool,
     pub pg_stat_statements: bool,
     pub reference_migrated_by: Option<String>,

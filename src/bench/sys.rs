@@ -1,7 +1,9 @@
 //! What the benchmark reads from `/proc`: a process's CPU time and peak memory, the CPU time of every process of
-//! a local PostgreSQL cluster, and the machine's load average.
+//! a local PostgreSQL cluster, the machine's load average, and what keeps the machine busy before a run.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// Clock ticks per second of `/proc/*/stat` (USER_HZ, 100 on Linux).
 const HZ: f64 = 100.0;
@@ -56,6 +58,49 @@ pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
+}
+
+/// CPU seconds of every live process, by pid, with its command name.
+fn processes() -> HashMap<u32, (String, f64)> {
+    let mut out = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if let Some((_, cpu, _)) = stat(pid) {
+            out.insert(pid, (name.trim().to_string(), cpu));
+        }
+    }
+    out
+}
+
+/// What used the CPUs while nothing of the benchmark ran.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Idle {
+    /// CPU used by all processes over the window, in CPUs (2.0 = two CPUs fully busy).
+    pub busy_cpus: f64,
+    /// The busiest process: its command name, pid and CPUs.
+    pub top: Option<(String, u32, f64)>,
+}
+
+/// Measures, over `window`, how busy the machine is while the benchmark itself does nothing (a broker stuck in
+/// a loop, a build, another benchmark all skew every figure).
+pub async fn idle(window: Duration) -> Idle {
+    let before = processes();
+    let started = Instant::now();
+    tokio::time::sleep(window).await;
+    let after = processes();
+    let seconds = started.elapsed().as_secs_f64();
+    let mut busy = 0.0;
+    let mut top: Option<(String, u32, f64)> = None;
+    for (pid, (name, cpu)) in after {
+        let used = (cpu - before.get(&pid).map_or(0.0, |(_, c)| *c)).max(0.0) / seconds;
+        busy += used;
+        if top.as_ref().is_none_or(|(_, _, t)| used > *t) {
+            top = Some((name, pid, used));
+        }
+    }
+    Idle { busy_cpus: busy, top }
 }
 
 #[cfg(test)]

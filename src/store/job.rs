@@ -2,7 +2,9 @@
 //!
 //! New jobs, settled in memory (`changes::settle`), are COPYed straight into `job` ([`COPY_DIRECT`]; [`INSERT`] is
 //! the fallback, see `store::new_rows`); the update applies the job rules of `docs/precedence.md` to stored rows
-//! (`job_merge!`, reading the `leased` time of the runs involved) and writes only rows that change.
+//! (`job_merge!`, reading the `leased` time of the runs involved) and writes only rows that change. Updates the writer
+//! merged in memory (`changes::known`) are written first by compare-and-set ([`CAS`]); only those whose row changed
+//! meanwhile reach the merge.
 //!
 //! Plans: the stored rows are read and locked by primary-key probes driven from the staging rows (LATERAL), so
 //! that part costs the same on an empty table and on one of millions of rows; the final `UPDATE … FROM` join is left

@@ -6,8 +6,9 @@
 //!    or acknowledged, and the source is asked to deliver it again);
 //! 2. take the parked events whose parent job or run this batch creates, and convert them with the batch
 //!    (`attempt`);
-//! 3. write the row changes (`store::stage`), or, when Postgres rejects the data, find the events it rejects by
-//!    bisection under savepoints (`isolate`);
+//! 3. write the row changes (`store::stage`; updates of jobs it wrote last merged in memory and written by
+//!    compare-and-set, `known`), or, when Postgres rejects the data, find the events it rejects by bisection under
+//!    savepoints (`isolate`);
 //! 4. park the events whose parent does not exist, record quarantined messages and sanitized values (`records`
 //!    builds their rows from the messages);
 //! 5. advance the positions and commit; then count what committed (metrics are recorded here, once, after the
