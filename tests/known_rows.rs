@@ -168,11 +168,7 @@ async fn stored(conn: &mut PgConnection, job_id: &str, runs: Vec<(String, Ts)>) 
         cancelled: cancelled.map(micros),
         cancel_reason: reason,
         cancel_user: user,
-        failure_category: category,
-        failure_subcategory: subcategory,
-        failure_reason: freason,
-        failure_message: message,
-        retry_policy: retry,
+        failure: JobFailure { category, subcategory, reason: freason, message, retry_policy: retry },
         runs,
     };
     (known, seconds)
@@ -364,7 +360,7 @@ fn the_compare_and_set_writes_only_a_row_that_holds_every_known_column() {
         let mut new = known.clone();
         new.state = job_state::SUCCEEDED;
         new.last_transition_time = at(9);
-        new.failure_category = Some("oom".into());
+        new.failure.category = Some("oom".into());
 
         // Every column the merge reads, off by one value in turn: nothing is written.
         let off: Vec<fn(&mut KnownJob)> = vec![
@@ -376,11 +372,11 @@ fn the_compare_and_set_writes_only_a_row_that_holds_every_known_column() {
             |k| k.cancelled = Some(T),
             |k| k.cancel_reason = Some("x".into()),
             |k| k.cancel_user = Some("x".into()),
-            |k| k.failure_category = None,
-            |k| k.failure_subcategory = Some("x".into()),
-            |k| k.failure_reason = None,
-            |k| k.failure_message = Some("x".into()),
-            |k| k.retry_policy = Some("x".into()),
+            |k| k.failure.category = None,
+            |k| k.failure.subcategory = Some("x".into()),
+            |k| k.failure.reason = None,
+            |k| k.failure.message = Some("x".into()),
+            |k| k.failure.retry_policy = Some("x".into()),
         ];
         for (i, change) in off.iter().enumerate() {
             let mut was = known.clone();

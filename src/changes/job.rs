@@ -16,7 +16,7 @@ pub struct JobFailure {
 
 impl JobFailure {
     /// Fields of `newer` that are set replace those of `self`.
-    fn overlay(&mut self, newer: &JobFailure) {
+    pub(super) fn overlay(&mut self, newer: &JobFailure) {
         let pick = |old: &mut Option<String>, new: &Option<String>| {
             if new.is_some() {
                 old.clone_from(new);

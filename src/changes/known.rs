@@ -15,12 +15,12 @@
 
 use std::collections::BTreeMap;
 
-use super::{JobDelta, JobPhase, RunRow, job_state};
+use super::{JobDelta, JobFailure, JobPhase, RunRow, job_state};
 use crate::message::Ts;
 
 /// The columns of a stored `job` row that the job merge reads and writes, and the runs of the job with their lease
 /// time (at least its latest run).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct KnownJob {
     pub state: i16,
     pub last_transition_time: Ts,
@@ -30,11 +30,8 @@ pub struct KnownJob {
     pub cancelled: Option<Ts>,
     pub cancel_reason: Option<String>,
     pub cancel_user: Option<String>,
-    pub failure_category: Option<String>,
-    pub failure_subcategory: Option<String>,
-    pub failure_reason: Option<String>,
-    pub failure_message: Option<String>,
-    pub retry_policy: Option<String>,
+    /// The `ingester_failure_*` and `ingester_retry_policy` columns.
+    pub failure: JobFailure,
     /// `(run_id, leased)` of the job's runs known to exist.
     pub runs: Vec<(String, Ts)>,
 }
@@ -150,26 +147,14 @@ pub fn merge(job_id: &str, cur: &KnownJob, delta: &JobDelta, batch_runs: &BTreeM
     if apply_priority && let Some((priority, at)) = delta.priority {
         (new.priority, new.priority_at) = (priority, Some(at));
     }
-    let overlay = |new: &mut KnownJob, f: &super::JobFailure| {
-        let pick = |old: &mut Option<String>, v: &Option<String>| {
-            if v.is_some() {
-                old.clone_from(v);
-            }
-        };
-        pick(&mut new.failure_category, &f.category);
-        pick(&mut new.failure_subcategory, &f.subcategory);
-        pick(&mut new.failure_reason, &f.reason);
-        pick(&mut new.failure_message, &f.message);
-        pick(&mut new.retry_policy, &f.retry_policy);
-    };
     if apply_preemption && let Some(p) = &delta.preempted {
         new.state = job_state::PREEMPTED;
         new.last_transition_time = p.at;
-        overlay(&mut new, &p.failure);
+        new.failure.overlay(&p.failure);
     } else if apply_terminal && let Some(t) = &delta.terminal {
         new.state = t.state;
         new.last_transition_time = t.at;
-        overlay(&mut new, &t.failure);
+        new.failure.overlay(&t.failure);
     } else if apply_progress && let Some(((_, _, phase), at)) = &best {
         new.state = phase.state();
         new.last_transition_time = *at;
@@ -189,8 +174,6 @@ pub fn merge(job_id: &str, cur: &KnownJob, delta: &JobDelta, batch_runs: &BTreeM
 impl KnownJob {
     /// The row a new job was inserted as (`changes::settle`), with the runs the batch created for it.
     pub fn settled(s: &super::settle::SettledJob<'_>, runs: Vec<(String, Ts)>) -> KnownJob {
-        let f = s.failure;
-        let text = |v: Option<&String>| v.cloned();
         KnownJob {
             state: s.state,
             last_transition_time: s.last_transition_time,
@@ -200,11 +183,7 @@ impl KnownJob {
             cancelled: s.cancelled,
             cancel_reason: s.cancel_reason.map(str::to_string),
             cancel_user: s.cancel_user.map(str::to_string),
-            failure_category: text(f.and_then(|f| f.category.as_ref())),
-            failure_subcategory: text(f.and_then(|f| f.subcategory.as_ref())),
-            failure_reason: text(f.and_then(|f| f.reason.as_ref())),
-            failure_message: text(f.and_then(|f| f.message.as_ref())),
-            retry_policy: text(f.and_then(|f| f.retry_policy.as_ref())),
+            failure: s.failure.cloned().unwrap_or_default(),
             runs,
         }
     }

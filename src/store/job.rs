@@ -399,11 +399,11 @@ pub fn copy_cas<'a>(rows: impl Iterator<Item = &'a CasRow<'a>>) -> CopyWriter {
             .opt_ts(k.cancelled)
             .opt_text(k.cancel_reason.as_deref())
             .opt_text(k.cancel_user.as_deref())
-            .opt_text(k.failure_category.as_deref())
-            .opt_text(k.failure_subcategory.as_deref())
-            .opt_text(k.failure_reason.as_deref())
-            .opt_text(k.failure_message.as_deref())
-            .opt_text(k.retry_policy.as_deref());
+            .opt_text(k.failure.category.as_deref())
+            .opt_text(k.failure.subcategory.as_deref())
+            .opt_text(k.failure.reason.as_deref())
+            .opt_text(k.failure.message.as_deref())
+            .opt_text(k.failure.retry_policy.as_deref());
     }
     let mut w = CopyWriter::new(28);
     for CasRow { job_id, was, new } in rows {
