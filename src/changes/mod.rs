@@ -249,6 +249,46 @@ impl RowChanges {
     }
 }
 
+/// Rows for unit tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::{JobRow, RunRow};
+    use crate::message::{EventId, Ts};
+
+    /// A new job of queue `q`, job set `s`, with this priority and submit time.
+    pub fn job_row(job_id: &str, priority: i64, submitted: Ts) -> JobRow {
+        JobRow {
+            job_id: job_id.into(),
+            queue: "q".into(),
+            owner: "o".into(),
+            jobset: "s".into(),
+            cpu: 1,
+            memory: 1,
+            ephemeral_storage: 0,
+            gpu: 0,
+            priority,
+            submitted,
+            priority_class: None,
+            namespace: "ns".into(),
+            annotations: "{}".into(),
+            external_job_uri: String::new(),
+        }
+    }
+
+    /// A new run of `job_id` on cluster `c`, leased at `leased`.
+    pub fn run_row(job_id: &str, run_id: &str, node: Option<&str>, leased: Ts) -> RunRow {
+        RunRow {
+            run_id: run_id.into(),
+            job_id: job_id.into(),
+            cluster: "c".into(),
+            node: node.map(str::to_string),
+            leased,
+            pool: None,
+            source: EventId { message: 0, event: 0 },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

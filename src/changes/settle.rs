@@ -175,34 +175,11 @@ mod tests {
     }
 
     fn new_job() -> JobRow {
-        JobRow {
-            job_id: "j".into(),
-            queue: "q".into(),
-            owner: "o".into(),
-            jobset: "s".into(),
-            cpu: 1,
-            memory: 1,
-            ephemeral_storage: 0,
-            gpu: 0,
-            priority: 3,
-            submitted: T,
-            priority_class: None,
-            namespace: "ns".into(),
-            annotations: "{}".into(),
-            external_job_uri: String::new(),
-        }
+        crate::changes::fixtures::job_row("j", 3, T)
     }
 
     fn new_run(run_id: &str, leased: Ts) -> RunRow {
-        RunRow {
-            run_id: run_id.into(),
-            job_id: "j".into(),
-            cluster: "c".into(),
-            node: Some("lease-node".into()),
-            leased,
-            pool: None,
-            source: src(),
-        }
+        crate::changes::fixtures::run_row("j", run_id, Some("lease-node"), leased)
     }
 
     fn runs(list: &[RunRow]) -> BTreeMap<String, RunRow> {

@@ -164,43 +164,19 @@ impl KnownJobs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::changes::{JobPhase, JobRow, RunRow, Terminal};
+    use crate::changes::fixtures::{job_row, run_row};
+    use crate::changes::{JobPhase, Terminal};
     use crate::message::EventId;
 
     const T: Ts = 1_700_000_000_000_000;
     const SRC: EventId = EventId { message: 0, event: 0 };
 
     fn submit(changes: &mut RowChanges, id: &str) {
-        let row = JobRow {
-            job_id: id.into(),
-            queue: "q".into(),
-            owner: "o".into(),
-            jobset: "s".into(),
-            cpu: 1,
-            memory: 1,
-            ephemeral_storage: 0,
-            gpu: 0,
-            priority: 1,
-            submitted: T,
-            priority_class: None,
-            namespace: "ns".into(),
-            annotations: "{}".into(),
-            external_job_uri: String::new(),
-        };
-        changes.jobs.insert(id.into(), row);
+        changes.jobs.insert(id.into(), job_row(id, 1, T));
     }
 
     fn lease(changes: &mut RowChanges, job: &str, run: &str, at: Ts) {
-        let row = RunRow {
-            run_id: run.into(),
-            job_id: job.into(),
-            cluster: "c".into(),
-            node: None,
-            leased: at,
-            pool: None,
-            source: SRC,
-        };
-        changes.runs.insert(run.into(), row);
+        changes.runs.insert(run.into(), run_row(job, run, None, at));
         changes.job(job).progress(Some(run), JobPhase::Leased, at, SRC);
     }
 
