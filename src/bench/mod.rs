@@ -162,7 +162,6 @@ pub async fn run(args: Args, pulsar_url: &str, database_url: Option<String>) -> 
             runs.push(run);
         }
     }
-    let idle_before = idle;
     let report = Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         started_at: chrono::Utc::now().to_rfc3339(),
@@ -174,7 +173,7 @@ pub async fn run(args: Args, pulsar_url: &str, database_url: Option<String>) -> 
         events: bench.stream.events,
         messages: bench.stream.messages.len(),
         outcomes: bench.stream.outcomes.clone(),
-        idle_before,
+        idle_before: idle,
         postgres_cpu_measured: bench.cluster.postmaster.is_some(),
         pg_stat_statements: bench.cluster.statements,
         reference_migrated_by: args.reference.as_ref().map(|_| match &bench.lookout {

@@ -58,12 +58,13 @@ impl KnownJobs {
         self.jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// How many jobs are known.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
@@ -98,15 +99,16 @@ impl KnownJobs {
         }
         let mut jobs = self.lock();
         if outcome.isolated {
-            for id in changes.jobs.keys().chain(changes.job_updates.keys()) {
-                jobs.remove(id);
-            }
+            forget_touched(&mut jobs, changes);
             return;
         }
-        let mut runs_of: HashMap<&str, Vec<(String, Ts)>> = HashMap::new();
+        let mut runs_of: HashMap<&str, Vec<(&str, Ts)>> = HashMap::new();
         for r in changes.runs.values() {
-            runs_of.entry(r.job_id.as_str()).or_default().push((r.run_id.clone(), r.leased));
+            runs_of.entry(r.job_id.as_str()).or_default().push((r.run_id.as_str(), r.leased));
         }
+        let owned = |runs: Option<Vec<(&str, Ts)>>| -> Vec<(String, Ts)> {
+            runs.unwrap_or_default().into_iter().map(|(id, at)| (id.to_string(), at)).collect()
+        };
         for id in changes.job_updates.keys() {
             if !outcome.cas_written.contains(id) {
                 jobs.remove(id);
@@ -116,7 +118,7 @@ impl KnownJobs {
         let changed_meanwhile = plan.rows.len() - written;
         for (job_id, _, mut new) in plan.rows {
             if outcome.cas_written.contains(&job_id) {
-                new.runs.extend(runs_of.remove(job_id.as_str()).unwrap_or_default());
+                new.runs.extend(owned(runs_of.remove(job_id.as_str())));
                 self.keep(&mut jobs, job_id, new);
             }
         }
@@ -126,13 +128,18 @@ impl KnownJobs {
                 continue;
             }
             let settled = settle::job(row, changes.job_updates.get(job_id), &changes.runs);
-            let runs = runs_of.remove(job_id.as_str()).unwrap_or_default();
+            if job_state::is_terminal(settled.state) {
+                // Most jobs of a short life end in the batch that creates them: nothing to build.
+                jobs.remove(job_id);
+                continue;
+            }
+            let runs = owned(runs_of.remove(job_id.as_str()));
             self.keep(&mut jobs, job_id.clone(), KnownJob::settled(&settled, runs));
         }
         // Runs created for known jobs without other news of them.
         for (job_id, runs) in runs_of {
             if let Some(known) = jobs.get_mut(job_id) {
-                known.runs.extend(runs);
+                known.runs.extend(owned(Some(runs)));
             }
         }
         m::known_jobs(written, changed_meanwhile, jobs.len());
@@ -143,12 +150,10 @@ impl KnownJobs {
         if self.capacity == 0 {
             return;
         }
-        let mut jobs = self.lock();
-        for id in changes.jobs.keys().chain(changes.job_updates.keys()) {
-            jobs.remove(id);
-        }
+        forget_touched(&mut self.lock(), changes);
     }
 
+    /// Keeps `known` for `job_id`, unless the job has ended; empties a full map first.
     fn keep(&self, jobs: &mut HashMap<String, KnownJob>, job_id: String, known: KnownJob) {
         if job_state::is_terminal(known.state) {
             jobs.remove(&job_id);
@@ -158,6 +163,13 @@ impl KnownJobs {
             jobs.clear();
         }
         jobs.insert(job_id, known);
+    }
+}
+
+/// Removes every job `changes` creates or updates.
+fn forget_touched(jobs: &mut HashMap<String, KnownJob>, changes: &RowChanges) {
+    for id in changes.jobs.keys().chain(changes.job_updates.keys()) {
+        jobs.remove(id);
     }
 }
 
