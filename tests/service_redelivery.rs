@@ -193,24 +193,18 @@ async fn topic_unloads_lose_and_double_nothing() {
             b.unload(&topic).await;
         }
     }
-    // Once the consumer is back and has everything (forwarded or waiting in the pipeline, the writer stuck on the
-    // lock), unload again: the broker redelivers every unacknowledged entry.
-    eventually("the consumer reconnected", WAIT, || {
+    // Once the consumer is back and the broker has dispatched everything to it (forwarded or waiting in the
+    // pipeline, the writer stuck on the lock), unload again: the broker redelivers every unacknowledged entry, and
+    // those were all forwarded already. Waiting for the reconnection alone raced the broker: it dispatches to a new
+    // Failover consumer only after its failover delay (1 s), and an unload just before that redelivers nothing.
+    eventually("every entry dispatched to the reconnected consumer", WAIT, || {
         let (b, topic, sub) = (b.clone(), topic.clone(), sub.clone());
-        async move { (b.topic_consumers(&topic, &sub).await == 1).then_some(()) }
+        async move { (b.topic_consumers(&topic, &sub).await == 1 && b.all_dispatched(&topic, &sub).await).then_some(()) }
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
     b.unload(&topic).await;
-    // Release the writer only once the consumer is back and the redelivery has arrived. The broker dispatches to a
-    // new Failover consumer only after its failover delay (1 s), and the consumer's reconnect backs off after
-    // repeated unloads, so a fixed wait raced it on a loaded machine: wait for the dropped redeliveries themselves.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    eventually("the consumer reconnected after the last unload", WAIT, || {
-        let (b, topic, sub) = (b.clone(), topic.clone(), sub.clone());
-        async move { (b.topic_consumers(&topic, &sub).await == 1).then_some(()) }
-    })
-    .await;
+    // Release the writer only once the redelivery has arrived (the consumer's reconnect backs off after repeated
+    // unloads, so no fixed wait): wait for the dropped redeliveries themselves.
     eventually("redelivered messages dropped while the writer is held", WAIT, || async {
         let text = get(app.http_addr(), "/metrics").await.1;
         (metric(&text, "lookout_ingester_redeliveries_dropped_total", "") > dropped0).then_some(())

@@ -88,6 +88,21 @@ impl Broker {
         stats["subscriptions"][subscription]["consumers"].as_array().map_or(0, Vec::len)
     }
 
+    /// Whether the broker has dispatched every entry of a non-partitioned topic to the subscription's consumer: the
+    /// cursor's read position (internal stats) is past the last entry written. Acknowledged or not.
+    pub async fn all_dispatched(&self, topic: &str, subscription: &str) -> bool {
+        let short = topic.trim_start_matches("persistent://");
+        let Some(stats) = self.get_json(&format!("persistent/{short}/internalStats")).await else { return false };
+        let position = |v: &serde_json::Value| -> Option<(i64, i64)> {
+            let (ledger, entry) = v.as_str()?.split_once(':')?;
+            Some((ledger.parse().ok()?, entry.parse().ok()?))
+        };
+        match (position(&stats["lastConfirmedEntry"]), position(&stats["cursors"][subscription]["readPosition"])) {
+            (Some(last), Some(read)) => read > last,
+            _ => false,
+        }
+    }
+
     /// Unloads a topic: the broker closes its consumers, which reconnect and get everything unacknowledged again.
     pub async fn unload(&self, topic: &str) {
         let short = topic.trim_start_matches("persistent://");
