@@ -33,6 +33,8 @@ pub struct SpecInput<'a> {
     pub namespace: &'a str,
     pub created: Ts,
     pub submit: &'a SubmitJob,
+    /// The main pod spec, decoded (the caller decodes it once, for the job's columns too).
+    pub main_pod: Option<&'a PodSpec>,
 }
 
 pub fn api_job(input: &SpecInput<'_>, fx: &mut Fixer) -> api::Job {
@@ -65,7 +67,6 @@ pub fn api_job(input: &SpecInput<'_>, fx: &mut Fixer) -> api::Job {
         }
     }
     let (pod_spec, pod_specs) = if pod_specs.len() == 1 { (pod_specs.pop(), Vec::new()) } else { (None, pod_specs) };
-    let main_pod: Option<PodSpec> = main_raw.and_then(|raw| prost::Message::decode(raw.clone()).ok());
 
     api::Job {
         id: owned(input.job_id),
@@ -79,7 +80,7 @@ pub fn api_job(input: &SpecInput<'_>, fx: &mut Fixer) -> api::Job {
         priority: f64::from(e.priority),
         pod_spec,
         pod_specs,
-        scheduling_resource_requirements: main_pod.as_ref().map(|pod| scheduling_requirements(pod, fx)),
+        scheduling_resource_requirements: input.main_pod.map(|pod| scheduling_requirements(pod, fx)),
         created: Some(Timestamp {
             seconds: input.created.div_euclid(1_000_000),
             nanos: (input.created.rem_euclid(1_000_000) * 1000) as i32,
@@ -243,8 +244,13 @@ mod tests {
         }
     }
 
-    fn input(s: &SubmitJob) -> SpecInput<'_> {
-        SpecInput {
+    /// The spec of submit `s`, its main pod spec decoded as `submit_job` decodes it.
+    fn spec(s: &SubmitJob, fx: &mut Fixer) -> api::Job {
+        let main_pod = match s.main_object.as_ref().and_then(|o| o.object.as_ref()) {
+            Some(kubernetes_main_object::Object::PodSpec(p)) => p.decode_pod_spec().ok().flatten(),
+            None => None,
+        };
+        let input = SpecInput {
             job_id: "j1",
             queue: "q",
             jobset: "js",
@@ -252,7 +258,9 @@ mod tests {
             namespace: "ns",
             created: 1_500_000,
             submit: s,
-        }
+            main_pod: main_pod.as_ref(),
+        };
+        api_job(&input, fx)
     }
 
     #[test]
@@ -260,7 +268,7 @@ mod tests {
         let pod = PodSpec { containers: vec![container("main", &[("cpu", "1.5")], None)], ..Default::default() };
         let s = submit(Some(pod.clone()), vec![]);
         let mut fx = Fixer::new(EventId { message: 0, event: 0 });
-        let job = api_job(&input(&s), &mut fx);
+        let job = spec(&s, &mut fx);
         assert_eq!(&job.id[..], b"j1");
         assert_eq!(&job.queue[..], b"q");
         assert_eq!(&job.job_set_id[..], b"js");
@@ -303,7 +311,7 @@ mod tests {
         };
         let s = submit(Some(pod), vec![extra, extra_pod, cm]);
         let mut fx = Fixer::new(EventId { message: 0, event: 0 });
-        let job = api_job(&input(&s), &mut fx);
+        let job = spec(&s, &mut fx);
         assert!(job.pod_spec.is_none());
         assert_eq!(job.pod_specs.len(), 2);
         assert_eq!(job.k8s_service.len(), 1);
@@ -318,7 +326,7 @@ mod tests {
     fn no_main_object_still_gives_a_spec() {
         let s = submit(None, vec![]);
         let mut fx = Fixer::new(EventId { message: 0, event: 0 });
-        let job = api_job(&input(&s), &mut fx);
+        let job = spec(&s, &mut fx);
         assert!(job.pod_spec.is_none() && job.pod_specs.is_empty());
         assert_eq!(&job.namespace[..], b"ns");
     }

@@ -42,6 +42,7 @@ pub fn fold(ctx: &mut Ctx<'_>, e: &SubmitJob, out: &mut RowChanges) {
         namespace: &namespace,
         created: ctx.ts,
         submit: e,
+        main_pod: main_pod.as_ref(),
     };
     let spec = job_spec::api_job(&input, &mut ctx.fx).encode_to_vec();
     let job = JobRow {

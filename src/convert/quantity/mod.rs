@@ -80,7 +80,11 @@ impl Quantity {
 
     /// Number of decimal digits of the integer part of |value| (an upper bound of log10 + 1).
     fn magnitude_order(&self) -> i64 {
-        self.mantissa.magnitude().to_string().len() as i64 + self.exp
+        let digits = match u64::try_from(self.mantissa.magnitude()) {
+            Ok(m) => m.checked_ilog10().map_or(1, |d| i64::from(d) + 1),
+            Err(_) => self.mantissa.magnitude().to_string().len() as i64,
+        };
+        digits + self.exp
     }
 
     /// Adds like Go's `Quantity.Add`: the result keeps `self`'s format unless `self` is zero, then takes `y`'s.
