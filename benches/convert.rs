@@ -54,7 +54,11 @@ fn main() -> anyhow::Result<()> {
         .collect();
     let converter = Converter::default();
     let limits = Limits { max_events: batch_events, max_bytes: usize::MAX, max_wait: Duration::MAX / 4 };
-    println!("{profile:?}: {jobs} jobs, {} events, {} messages, batches of {batch_events} events", stream.events, raws.len());
+    println!(
+        "{profile:?}: {jobs} jobs, {} events, {} messages, batches of {batch_events} events",
+        stream.events,
+        raws.len()
+    );
 
     let mut per_event = Vec::with_capacity(rounds);
     for round in 0..rounds {
