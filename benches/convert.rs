@@ -37,11 +37,10 @@ fn main() -> anyhow::Result<()> {
     let jobs: usize = arg("--jobs").and_then(|v| v.parse().ok()).unwrap_or(20_000);
     let batch_events: usize = arg("--batch").and_then(|v| v.parse().ok()).unwrap_or(20_000);
     let rounds: usize = arg("--rounds").and_then(|v| v.parse().ok()).unwrap_or(7);
-    let profile = match arg("--profile").as_deref() {
-        None | Some("short") => Profile::Short,
-        Some("long") => Profile::Long,
-        Some("storm") => Profile::Storm,
-        Some(other) => anyhow::bail!("unknown profile {other} (short, long or storm)"),
+    let profile = match arg("--profile") {
+        None => Profile::Short,
+        Some(name) => <Profile as clap::ValueEnum>::from_str(&name, true)
+            .map_err(|_| anyhow::anyhow!("unknown profile {name} (short, long or storm)"))?,
     };
     let stream = generate(&Spec { profile, size: Size::Jobs(jobs), seed: 1, start: DEFAULT_START });
     let source: std::sync::Arc<str> = "bench".into();

@@ -35,11 +35,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn main() -> anyhow::Result<()> {
     let jobs: usize = arg("--jobs").and_then(|v| v.parse().ok()).unwrap_or(20_000);
     let batch_events: usize = arg("--batch").and_then(|v| v.parse().ok()).unwrap_or(10_000);
-    let profile = match arg("--profile").as_deref() {
-        None | Some("short") => Profile::Short,
-        Some("long") => Profile::Long,
-        Some("storm") => Profile::Storm,
-        Some(other) => anyhow::bail!("unknown profile {other} (short, long or storm)"),
+    let profile = match arg("--profile") {
+        None => Profile::Short,
+        Some(name) => <Profile as clap::ValueEnum>::from_str(&name, true)
+            .map_err(|_| anyhow::anyhow!("unknown profile {name} (short, long or storm)"))?,
     };
     let admin_url = std::env::var("DATABASE_URL").expect("DATABASE_URL (a role that can create databases)");
     let name = format!("li_bench_{}", std::process::id());

@@ -321,7 +321,7 @@ impl Admin {
 }
 
 /// `ledger:entry` as Pulsar's stats write positions.
-fn parse_position(s: &str) -> Option<(i64, i64)> {
+pub fn parse_position(s: &str) -> Option<(i64, i64)> {
     let (l, e) = s.split_once(':')?;
     Some((l.parse().ok()?, e.parse().ok()?))
 }

@@ -7,6 +7,7 @@ use pulsar::routing_policy::RoutingPolicy;
 use pulsar::{Producer, ProducerOptions, Pulsar, TokioExecutor, producer};
 
 use lookout_ingester::message::MessageId;
+use lookout_ingester::source::admin::parse_position;
 
 use super::http::{eventually, http};
 use super::stream::Keyed;
@@ -93,10 +94,7 @@ impl Broker {
     pub async fn all_dispatched(&self, topic: &str, subscription: &str) -> bool {
         let short = topic.trim_start_matches("persistent://");
         let Some(stats) = self.get_json(&format!("persistent/{short}/internalStats")).await else { return false };
-        let position = |v: &serde_json::Value| -> Option<(i64, i64)> {
-            let (ledger, entry) = v.as_str()?.split_once(':')?;
-            Some((ledger.parse().ok()?, entry.parse().ok()?))
-        };
+        let position = |v: &serde_json::Value| v.as_str().and_then(parse_position);
         match (position(&stats["lastConfirmedEntry"]), position(&stats["cursors"][subscription]["readPosition"])) {
             (Some(last), Some(read)) => read > last,
             _ => false,
@@ -142,9 +140,7 @@ impl Broker {
     pub async fn mark_delete(&self, topic: &str, partition: u32, subscription: &str) -> Option<(i64, i64)> {
         let short = topic.trim_start_matches("persistent://");
         let stats = self.get_json(&format!("persistent/{short}-partition-{partition}/internalStats")).await?;
-        let pos = stats["cursors"][subscription]["markDeletePosition"].as_str()?;
-        let (l, e) = pos.split_once(':')?;
-        Some((l.parse().ok()?, e.parse().ok()?))
+        stats["cursors"][subscription]["markDeletePosition"].as_str().and_then(parse_position)
     }
 
     pub async fn client(&self) -> Pulsar<TokioExecutor> {
