@@ -29,16 +29,25 @@ struct PartitionAcks {
 #[derive(Debug, Default)]
 pub struct AckTracker {
     partitions: HashMap<Arc<str>, PartitionAcks>,
+    /// The partition named last by [`AckTracker::source`]: consecutive messages mostly share it.
+    recent: Option<Arc<str>>,
 }
 
 impl AckTracker {
     /// The shared name of a partition topic (one allocation per partition, not per message).
     pub fn source(&mut self, topic: &str) -> Arc<str> {
-        if let Some((name, _)) = self.partitions.get_key_value(topic) {
+        if let Some(name) = self.recent.as_ref().filter(|name| ***name == *topic) {
             return name.clone();
         }
-        let name: Arc<str> = topic.into();
-        self.partitions.insert(name.clone(), PartitionAcks::default());
+        let name = match self.partitions.get_key_value(topic) {
+            Some((name, _)) => name.clone(),
+            None => {
+                let name: Arc<str> = topic.into();
+                self.partitions.insert(name.clone(), PartitionAcks::default());
+                name
+            }
+        };
+        self.recent = Some(name.clone());
         name
     }
 
@@ -46,7 +55,10 @@ impl AckTracker {
     /// drop it.
     pub fn admit(&mut self, position: &Position, entry_size: i32) -> bool {
         let id = position.id;
-        let p = self.partitions.entry(position.source.clone()).or_default();
+        let p = match self.partitions.get_mut(&*position.source) {
+            Some(p) => p,
+            None => self.partitions.entry(position.source.clone()).or_default(),
+        };
         if p.highest_forwarded.is_some_and(|h| id <= h) {
             return false;
         }

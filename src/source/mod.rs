@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use pulsar::message::proto::MessageIdData;
 use pulsar::{Consumer, TokioExecutor};
 use tokio::sync::mpsc;
@@ -79,6 +79,8 @@ const TICK: Duration = Duration::from_secs(1);
 const TOPIC_REFRESH: Duration = Duration::from_secs(10);
 /// While no message arrives, whether the consumer engines still answer is checked this often (for `/readyz`).
 const CONNECTION_CHECK: Duration = Duration::from_secs(5);
+/// Messages taken from the client in one turn of the run loop when it has them ready.
+const BURST: usize = 256;
 
 /// Whether the consumer is currently subscribed (for `/readyz`). Cheap to clone.
 #[derive(Clone, Debug, Default)]
@@ -131,6 +133,8 @@ struct Live {
     consumer: PulsarConsumer,
     since: Instant,
     last_message: Instant,
+    /// The partition of the last message (see [`Live::delivered_at`]).
+    last_partition: Option<Arc<str>>,
     last_check: Instant,
     /// When each partition last delivered a message (fresh or redelivered), for the idle watchdog.
     delivered: HashMap<Arc<str>, Instant>,
@@ -144,6 +148,24 @@ struct Live {
     short_since: Option<Instant>,
     /// The ack last warned about per partition, so a failing ack is logged once, not every tick.
     warned: HashMap<Arc<str>, EntryId>,
+}
+
+impl Live {
+    /// Notes a message of `partition` delivered `at`. A burst shares one instant, and its messages mostly come
+    /// from one partition: the map is looked up only when the partition or the instant changes.
+    fn delivered_at(&mut self, partition: &Arc<str>, at: Instant) {
+        if self.last_message == at && self.last_partition.as_ref().is_some_and(|p| Arc::ptr_eq(p, partition)) {
+            return;
+        }
+        self.last_message = at;
+        self.last_partition = Some(partition.clone());
+        match self.delivered.get_mut(&**partition) {
+            Some(t) => *t = at,
+            None => {
+                self.delivered.insert(partition.clone(), at);
+            }
+        }
+    }
 }
 
 impl Source {
@@ -222,6 +244,7 @@ impl Source {
                                 consumer,
                                 since: now,
                                 last_message: now,
+                                last_partition: None,
                                 last_check: now,
                                 delivered: HashMap::new(),
                                 last_watch: now,
@@ -256,43 +279,63 @@ impl Source {
                     Err(()) => anyhow::bail!("source: the batch stage stopped while consuming"),
                 },
                 next = next_message(live.as_mut().map(|l| &mut l.consumer)), if consuming && pending.is_none() => {
-                    match next {
-                        Some(Ok(msg)) => {
-                            if let Some(l) = live.as_mut() {
-                                l.last_message = Instant::now();
+                    // What else the client has ready is taken in the same turn (up to `BURST` messages): this
+                    // select, its futures and the clock then cost once per burst instead of once per message.
+                    let now = Instant::now();
+                    let mut next = next;
+                    let mut taken = 0;
+                    loop {
+                        let msg = match next {
+                            Some(Ok(msg)) => msg,
+                            Some(Err(e)) => {
+                                tracing::warn!(error = %e, "consumer stream failed; rebuilding the consumer");
+                                retry = Some(self.tear_down(&mut live, &mut backoff, "stream_error"));
+                                break;
                             }
-                            if !self.status.is_subscribed() {
-                                tracing::info!("consumer delivering again");
-                                self.status.set_subscribed(true);
+                            None => {
+                                tracing::warn!("consumer stream ended; rebuilding the consumer");
+                                retry = Some(self.tear_down(&mut live, &mut backoff, "stream_ended"));
+                                break;
                             }
-                            let (raw, entry_size) = to_raw(msg, &mut tracker);
-                            if let Some(l) = live.as_mut() {
-                                l.delivered.insert(raw.position.source.clone(), Instant::now());
-                            }
-                            if tracker.admit(&raw.position, entry_size) {
-                                if redelivered > 0 {
-                                    tracing::info!(dropped = redelivered, resumed_at = %raw.position, "redelivery caught up");
-                                    redelivered = 0;
-                                }
-                                pending = Some(raw);
-                            } else {
-                                if redelivered == 0 {
-                                    tracing::info!(
-                                        position = %raw.position,
-                                        "redelivery: dropping messages already forwarded (in flight or committed)"
-                                    );
-                                }
-                                redelivered += 1;
-                                m::redeliveries_dropped(1);
-                            }
+                        };
+                        taken += 1;
+                        if !self.status.is_subscribed() {
+                            tracing::info!("consumer delivering again");
+                            self.status.set_subscribed(true);
                         }
-                        Some(Err(e)) => {
-                            tracing::warn!(error = %e, "consumer stream failed; rebuilding the consumer");
-                            retry = Some(self.tear_down(&mut live, &mut backoff, "stream_error"));
+                        let (raw, entry_size) = to_raw(msg, &mut tracker);
+                        if let Some(l) = live.as_mut() {
+                            l.delivered_at(&raw.position.source, now);
                         }
-                        None => {
-                            tracing::warn!("consumer stream ended; rebuilding the consumer");
-                            retry = Some(self.tear_down(&mut live, &mut backoff, "stream_ended"));
+                        if tracker.admit(&raw.position, entry_size) {
+                            if redelivered > 0 {
+                                tracing::info!(dropped = redelivered, resumed_at = %raw.position, "redelivery caught up");
+                                redelivered = 0;
+                            }
+                            match out.as_ref().map(|tx| tx.try_send(raw)) {
+                                Some(Ok(())) => {}
+                                Some(Err(mpsc::error::TrySendError::Full(raw))) => {
+                                    pending = Some(raw);
+                                    break;
+                                }
+                                Some(Err(mpsc::error::TrySendError::Closed(_))) | None => {
+                                    anyhow::bail!("source: the batch stage stopped while consuming")
+                                }
+                            }
+                        } else {
+                            if redelivered == 0 {
+                                tracing::info!(
+                                    position = %raw.position,
+                                    "redelivery: dropping messages already forwarded (in flight or committed)"
+                                );
+                            }
+                            redelivered += 1;
+                            m::redeliveries_dropped(1);
+                        }
+                        let Some(l) = live.as_mut().filter(|_| taken < BURST) else { break };
+                        match l.consumer.next().now_or_never() {
+                            Some(more) => next = more,
+                            None => break,
                         }
                     }
                 }
