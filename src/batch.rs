@@ -103,21 +103,17 @@ impl Builder {
     }
 }
 
-/// At most this many messages are taken from the input at once. Taking what is queued in one go frees the
-/// sender's slots together: a sender blocked on a full channel is woken once for them, not once per message.
-pub const RECV_MANY: usize = 64;
-
 /// Age at which an open batch is sent to a writer that is idle (see the module doc).
 pub const EAGER_AFTER: Duration = Duration::from_millis(250);
 
 /// The writer's side of the idle signal: `true` while it waits for a batch with none queued.
 pub type WriterIdle = watch::Sender<bool>;
 
-/// The batch task: reads raw messages until the input closes or `cancel` fires, and sends each batch through
+/// The batch task: reads raw messages (in chunks, as the router hands them on) until the input closes or `cancel` fires, and sends each batch through
 /// `finish` (conversion, in the pipeline). On cancellation the open batch is still sent, so it can be stored if
 /// there is time. `idle` is the writer's [`WriterIdle`] signal, if it gives one.
 pub async fn run<F, Fut>(
-    mut input: mpsc::Receiver<RawMessage>,
+    mut input: mpsc::Receiver<Vec<RawMessage>>,
     output: mpsc::Sender<Batch>,
     mut idle: Option<watch::Receiver<bool>>,
     finish: F,
@@ -130,8 +126,6 @@ pub async fn run<F, Fut>(
     let mut builder = Builder::new(limits);
     // Whether the writer is idle, as last signalled; a batch just sent makes it busy until it says otherwise.
     let mut writer_idle = false;
-    // The messages taken from the input in one go (see [`RECV_MANY`]).
-    let mut received: Vec<RawMessage> = Vec::with_capacity(RECV_MANY);
     // Room for the open batch in the writer's queue, taken before its first message is decoded: a batch is
     // gathered only once the previous one has been handed on, so per lane at most two are in memory (one being
     // gathered or converted, one being stored) and the source is held back meanwhile.
@@ -158,11 +152,11 @@ pub async fn run<F, Fut>(
                 }
                 continue;
             }
-            n = input.recv_many(&mut received, RECV_MANY) => (n > 0).then_some(()),
+            chunk = input.recv() => chunk,
         };
         match next {
-            Some(()) => {
-                for raw in received.drain(..) {
+            Some(chunk) => {
+                for raw in chunk {
                     if slot.is_none() {
                         match output.reserve().await {
                             Ok(permit) => slot = Some(permit),
@@ -255,7 +249,7 @@ mod tests {
     }
 
     /// A batcher with a long time limit, its input, its output and the writer's idle signal.
-    fn batcher() -> (mpsc::Sender<RawMessage>, mpsc::Receiver<Batch>, WriterIdle, CancellationToken) {
+    fn batcher() -> (mpsc::Sender<Vec<RawMessage>>, mpsc::Receiver<Batch>, WriterIdle, CancellationToken) {
         let (in_tx, in_rx) = mpsc::channel(16);
         let (out_tx, out_rx) = mpsc::channel(1);
         let (idle_tx, idle_rx) = watch::channel(false);
@@ -268,8 +262,8 @@ mod tests {
     #[tokio::test]
     async fn an_idle_writer_gets_the_open_batch_without_waiting_for_the_time_limit() {
         let (input, mut output, idle, _cancel) = batcher();
-        input.send(message(0)).await.unwrap();
-        input.send(message(1)).await.unwrap();
+        input.send(vec![message(0)]).await.unwrap();
+        input.send(vec![message(1)]).await.unwrap();
         idle.send_replace(true);
         let started = Instant::now();
         let batch = tokio::time::timeout(Duration::from_secs(60), output.recv()).await.expect("sent early").unwrap();
@@ -280,11 +274,11 @@ mod tests {
     #[tokio::test]
     async fn a_busy_writer_lets_the_batch_grow_until_it_is_idle() {
         let (input, mut output, idle, _cancel) = batcher();
-        input.send(message(0)).await.unwrap();
+        input.send(vec![message(0)]).await.unwrap();
         // Well past EAGER_AFTER: the writer is busy, so the batch stays open.
         let early = tokio::time::timeout(EAGER_AFTER * 5, output.recv()).await;
         assert!(early.is_err(), "a batch was cut while the writer was busy");
-        input.send(message(1)).await.unwrap();
+        input.send(vec![message(1)]).await.unwrap();
         tokio::time::sleep(EAGER_AFTER).await;
         idle.send_replace(true);
         let batch =
@@ -298,10 +292,8 @@ mod tests {
         let (out_tx, mut out_rx) = mpsc::channel(8);
         // Two of the 12-byte test payloads fill a batch.
         let limits = Limits { max_events: 1000, max_bytes: 24, max_wait: Duration::from_secs(600) };
-        // All five are queued before the batcher first looks, so it takes them together.
-        for i in 0..5 {
-            in_tx.send(message(i)).await.unwrap();
-        }
+        // All five come in one chunk, as the router hands on what it took in one go.
+        in_tx.send((0..5).map(message).collect()).await.unwrap();
         drop(in_tx);
         run(in_rx, out_tx, None, std::future::ready, limits, CancellationToken::new()).await;
         let mut cuts = Vec::new();
@@ -327,7 +319,7 @@ mod tests {
         };
         tokio::spawn(run(in_rx, out_tx, None, finish, limits, CancellationToken::new()));
         for i in 0..6 {
-            in_tx.send(message(i)).await.unwrap();
+            in_tx.send(vec![message(i)]).await.unwrap();
         }
         // The writer takes nothing: the first batch fills its queue, and the second is not even gathered.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -347,7 +339,7 @@ mod tests {
         let limits = Limits { max_events: 1000, max_bytes: 1 << 20, max_wait: Duration::from_millis(300) };
         tokio::spawn(run(in_rx, out_tx, None, std::future::ready, limits, CancellationToken::new()));
         let started = Instant::now();
-        in_tx.send(message(0)).await.unwrap();
+        in_tx.send(vec![message(0)]).await.unwrap();
         let batch = tokio::time::timeout(Duration::from_secs(60), out_rx.recv()).await.unwrap().unwrap();
         assert_eq!(batch.messages.len(), 1);
         assert!(started.elapsed() >= Duration::from_millis(300), "cut before the time limit");

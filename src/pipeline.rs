@@ -41,8 +41,13 @@ use crate::metrics as m;
 use crate::source::{CommitReport, Source};
 use crate::writer::{StoreError, Writer};
 
-/// Messages buffered between the source and the batcher.
+/// Messages buffered between the source and the router.
 pub const MESSAGE_CHANNEL: usize = 256;
+/// At most this many messages are taken from the source's channel at once, and handed to the lanes as one chunk
+/// per lane: a task blocked on a channel is then woken once for many messages, not once per message.
+pub const RECV_MANY: usize = 64;
+/// Chunks buffered between the router and each lane's batcher (at most `RECV_MANY` messages each).
+pub const CHUNK_CHANNEL: usize = MESSAGE_CHANNEL / RECV_MANY;
 /// Converted batches waiting for the writer: the one being gathered holds this room from its first message, so
 /// with the one being stored a lane has at most two batches in memory.
 pub const BATCH_CHANNEL: usize = 1;
@@ -87,7 +92,7 @@ where
     let converter = Arc::new(converter);
     let mut lane_inputs = Vec::with_capacity(lanes);
     for _ in 0..lanes {
-        let (lane_tx, lane_rx) = mpsc::channel::<RawMessage>(MESSAGE_CHANNEL);
+        let (lane_tx, lane_rx) = mpsc::channel::<Vec<RawMessage>>(CHUNK_CHANNEL);
         let (batch_tx, batch_rx) = mpsc::channel::<Batch>(BATCH_CHANNEL);
         let (idle_tx, idle_rx) = watch::channel(false);
         lane_inputs.push(lane_tx);
@@ -148,13 +153,27 @@ async fn convert(converter: Arc<Converter>, batch: Batch) -> Batch {
 }
 
 /// Sends each message to its partition's lane; ends (closing every lane) when the source's channel closes.
-/// Takes what is queued in one go ([`batch::RECV_MANY`]), so the source is woken once for many freed slots.
-async fn route(mut input: mpsc::Receiver<RawMessage>, lanes: Vec<mpsc::Sender<RawMessage>>) {
-    let mut received = Vec::with_capacity(batch::RECV_MANY);
-    while input.recv_many(&mut received, batch::RECV_MANY).await > 0 {
+/// Takes what is queued in one go ([`RECV_MANY`]) and hands it on as one chunk per lane, keeping each partition's
+/// order: the source is woken once for many freed slots, and each lane once for many messages.
+async fn route(mut input: mpsc::Receiver<RawMessage>, lanes: Vec<mpsc::Sender<Vec<RawMessage>>>) {
+    let mut received = Vec::with_capacity(RECV_MANY);
+    let mut chunks: Vec<Vec<RawMessage>> = lanes.iter().map(|_| Vec::new()).collect();
+    // The lane of the partition seen last: consecutive messages mostly share it.
+    let mut last: Option<(Arc<str>, usize)> = None;
+    while input.recv_many(&mut received, RECV_MANY).await > 0 {
         for msg in received.drain(..) {
-            let lane = lane_of(&msg.position.source, lanes.len());
-            if lanes[lane].send(msg).await.is_err() {
+            let lane = match &last {
+                Some((partition, lane)) if Arc::ptr_eq(partition, &msg.position.source) => *lane,
+                _ => {
+                    let lane = lane_of(&msg.position.source, lanes.len());
+                    last = Some((msg.position.source.clone(), lane));
+                    lane
+                }
+            };
+            chunks[lane].push(msg);
+        }
+        for (lane, chunk) in lanes.iter().zip(chunks.iter_mut()) {
+            if !chunk.is_empty() && lane.send(std::mem::take(chunk)).await.is_err() {
                 return;
             }
         }
