@@ -25,7 +25,6 @@
 //!
 //! Also here: the zombie gauge task (active jobs whose latest run finished long ago; and the parked-events gauge).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +45,8 @@ pub const MESSAGE_CHANNEL: usize = 256;
 /// At most this many messages are taken from the source's channel at once, and handed to the lanes as one chunk
 /// per lane: a task blocked on a channel is then woken once for many messages, not once per message.
 pub const RECV_MANY: usize = 64;
+/// Partitions whose lane the router remembers (beyond them it works the lane out per message).
+const MAX_KNOWN_PARTITIONS: usize = 64;
 /// Chunks buffered between the router and each lane's batcher (at most `RECV_MANY` messages each).
 pub const CHUNK_CHANNEL: usize = MESSAGE_CHANNEL / RECV_MANY;
 /// Converted batches waiting for the writer: the one being gathered holds this room from its first message, so
@@ -158,15 +159,18 @@ async fn convert(converter: Arc<Converter>, batch: Batch) -> Batch {
 async fn route(mut input: mpsc::Receiver<RawMessage>, lanes: Vec<mpsc::Sender<Vec<RawMessage>>>) {
     let mut received = Vec::with_capacity(RECV_MANY);
     let mut chunks: Vec<Vec<RawMessage>> = lanes.iter().map(|_| Vec::new()).collect();
-    // The lane of the partition seen last: consecutive messages mostly share it.
-    let mut last: Option<(Arc<str>, usize)> = None;
+    // Each partition's lane, found once: the sources name a partition by one shared string.
+    let mut known: Vec<(Arc<str>, usize)> = Vec::new();
     while input.recv_many(&mut received, RECV_MANY).await > 0 {
         for msg in received.drain(..) {
-            let lane = match &last {
-                Some((partition, lane)) if Arc::ptr_eq(partition, &msg.position.source) => *lane,
-                _ => {
-                    let lane = lane_of(&msg.position.source, lanes.len());
-                    last = Some((msg.position.source.clone(), lane));
+            let source = &msg.position.source;
+            let lane = match known.iter().find(|(partition, _)| Arc::ptr_eq(partition, source)) {
+                Some((_, lane)) => *lane,
+                None => {
+                    let lane = lane_of(source, lanes.len());
+                    if known.len() < MAX_KNOWN_PARTITIONS {
+                        known.push((source.clone(), lane));
+                    }
                     lane
                 }
             };
@@ -251,7 +255,7 @@ async fn write_batches(
 struct LagTracker {
     /// The highest position recorded per partition (messages the store skipped as already committed are not
     /// measured again). Keyed by the partition's shared name, so recording allocates nothing per message.
-    last: HashMap<Arc<str>, MessageId>,
+    last: foldhash::HashMap<Arc<str>, MessageId>,
 }
 
 impl LagTracker {
@@ -259,7 +263,7 @@ impl LagTracker {
     /// (commit time minus the publish time of its last message).
     fn record(&mut self, batch: &Batch, now: Ts) {
         let latency = m::publish_to_commit();
-        let mut newest: HashMap<&str, Ts> = HashMap::new();
+        let mut newest: foldhash::HashMap<&str, Ts> = Default::default();
         for msg in &batch.messages {
             let p = &msg.raw.position;
             match self.last.get_mut(p.source.as_ref()) {

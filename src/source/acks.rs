@@ -28,7 +28,7 @@ struct PartitionAcks {
 /// Which entries may be acknowledged: fed with what is forwarded and what is committed.
 #[derive(Debug, Default)]
 pub struct AckTracker {
-    partitions: HashMap<Arc<str>, PartitionAcks>,
+    partitions: foldhash::HashMap<Arc<str>, PartitionAcks>,
     /// The partition named last by [`AckTracker::source`]: consecutive messages mostly share it.
     recent: Option<Arc<str>>,
 }

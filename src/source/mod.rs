@@ -137,7 +137,7 @@ struct Live {
     last_partition: Option<Arc<str>>,
     last_check: Instant,
     /// When each partition last delivered a message (fresh or redelivered), for the idle watchdog.
-    delivered: HashMap<Arc<str>, Instant>,
+    delivered: foldhash::HashMap<Arc<str>, Instant>,
     /// When the idle watchdog last looked.
     last_watch: Instant,
     /// Silent partitions with a backlog, and since when the watchdog has seen this consumer as their active one.
@@ -246,7 +246,7 @@ impl Source {
                                 last_message: now,
                                 last_partition: None,
                                 last_check: now,
-                                delivered: HashMap::new(),
+                                delivered: Default::default(),
                                 last_watch: now,
                                 ours_since: HashMap::new(),
                                 partitions: topics.len(),

@@ -20,6 +20,7 @@
 //! would hold the partition back for `accept_after`, so on such topics the check is turned off
 //! (`gap_accept_after: 0`).
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -73,16 +74,22 @@ impl GapGuard {
     /// unless the chain reaches it later in the batch (a redelivery behind messages that came too early). A gap
     /// that persisted for `accept_after`, starting at the same message, is accepted instead.
     pub fn check(&self, messages: &[DecodedMessage], committed: &Positions) -> Verdict {
-        let mut ends: HashMap<&str, MessageId> = HashMap::new();
-        let mut jumps: HashMap<&str, Vec<usize>> = HashMap::new();
+        // Partition → (its committed position, the end of the chain followed from it).
+        let mut ends: foldhash::HashMap<&str, (MessageId, MessageId)> = Default::default();
+        let mut jumps: foldhash::HashMap<&str, Vec<usize>> = Default::default();
         let mut out = Verdict::default();
         for (i, msg) in messages.iter().enumerate() {
             let p = &msg.raw.position;
             let topic = p.source.as_ref();
-            let Some(&done) = committed.get(topic) else { continue };
-            let end = ends.entry(topic).or_insert(done);
+            let (done, end) = match ends.entry(topic) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => match committed.get(topic) {
+                    Some(&done) => e.insert((done, done)),
+                    None => continue,
+                },
+            };
             if p.id <= *end {
-                if p.id > done {
+                if p.id > *done {
                     out.excluded.insert(i);
                 }
             } else if leaves_gap(*end, p.id) {
@@ -92,7 +99,7 @@ impl GapGuard {
             }
         }
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        for (topic, end) in &ends {
+        for (topic, (_, end)) in &ends {
             // Messages after a gap that the chain reached later in the batch are repeats.
             let (after, repeats): (Vec<usize>, Vec<usize>) =
                 jumps.remove(topic).unwrap_or_default().into_iter().partition(|i| messages[*i].raw.position.id > *end);

@@ -7,7 +7,7 @@
 //! merge). The map is bounded: when full it is emptied. Stale knowledge (another replica wrote the row, a partition
 //! changed hands) is harmless: the compare-and-set fails and the merge decides.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::changes::known::{KnownJob, Merged, merge};
@@ -23,8 +23,11 @@ pub const DEFAULT_CAPACITY: usize = 100_000;
 #[derive(Debug)]
 pub struct KnownJobs {
     capacity: usize,
-    jobs: Mutex<HashMap<String, KnownJob>>,
+    jobs: Mutex<Jobs>,
 }
+
+/// Job id → what this writer knows of its row (a fast hasher: the map is looked up for every job of every batch).
+type Jobs = foldhash::HashMap<String, KnownJob>;
 
 /// A batch's jobs to write by compare-and-set: `(job id, as known, as merged)`.
 #[derive(Debug, Default)]
@@ -51,10 +54,10 @@ pub struct Outcome<'a> {
 impl KnownJobs {
     /// Keeps at most `capacity` jobs; 0 keeps none (every update goes through the guarded merge).
     pub fn new(capacity: usize) -> KnownJobs {
-        KnownJobs { capacity, jobs: Mutex::new(HashMap::new()) }
+        KnownJobs { capacity, jobs: Mutex::new(Jobs::default()) }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, KnownJob>> {
+    fn lock(&self) -> MutexGuard<'_, Jobs> {
         self.jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -102,7 +105,7 @@ impl KnownJobs {
             forget_touched(&mut jobs, changes);
             return;
         }
-        let mut runs_of: HashMap<&str, Vec<(&str, Ts)>> = HashMap::new();
+        let mut runs_of: foldhash::HashMap<&str, Vec<(&str, Ts)>> = Default::default();
         for r in changes.runs.values() {
             runs_of.entry(r.job_id.as_str()).or_default().push((r.run_id.as_str(), r.leased));
         }
@@ -154,7 +157,7 @@ impl KnownJobs {
     }
 
     /// Keeps `known` for `job_id`, unless the job has ended; empties a full map first.
-    fn keep(&self, jobs: &mut HashMap<String, KnownJob>, job_id: String, known: KnownJob) {
+    fn keep(&self, jobs: &mut Jobs, job_id: String, known: KnownJob) {
         if job_state::is_terminal(known.state) {
             jobs.remove(&job_id);
             return;
@@ -167,7 +170,7 @@ impl KnownJobs {
 }
 
 /// Removes every job `changes` creates or updates.
-fn forget_touched(jobs: &mut HashMap<String, KnownJob>, changes: &RowChanges) {
+fn forget_touched(jobs: &mut Jobs, changes: &RowChanges) {
     for id in changes.jobs.keys().chain(changes.job_updates.keys()) {
         jobs.remove(id);
     }
