@@ -109,9 +109,9 @@ pub const EAGER_AFTER: Duration = Duration::from_millis(250);
 /// The writer's side of the idle signal: `true` while it waits for a batch with none queued.
 pub type WriterIdle = watch::Sender<bool>;
 
-/// The batch task: reads raw messages (in chunks, as the router hands them on) until the input closes or `cancel` fires, and sends each batch through
-/// `finish` (conversion, in the pipeline). On cancellation the open batch is still sent, so it can be stored if
-/// there is time. `idle` is the writer's [`WriterIdle`] signal, if it gives one.
+/// The batch task: reads raw messages, in chunks as the router hands them on, until the input closes or `cancel`
+/// fires, and sends each batch through `finish` (conversion, in the pipeline). On cancellation the open batch is
+/// still sent, so it can be stored if there is time. `idle` is the writer's [`WriterIdle`] signal, if it gives one.
 pub async fn run<F, Fut>(
     mut input: mpsc::Receiver<Vec<RawMessage>>,
     output: mpsc::Sender<Batch>,

@@ -12,6 +12,10 @@
 //! lane, so its messages keep their order and each partition's position advances in one place; lanes touch
 //! disjoint jobs because a job's events all travel in its job set's partition.
 //!
+//! Messages cross the stages in groups where they can, because waking a task on another thread costs more than
+//! handling a message: the source takes what the Pulsar client has ready in bursts, the router takes what the
+//! source queued in one go and hands each lane one chunk of it, and a batcher is woken once per chunk.
+//!
 //! Every channel is bounded, so memory stays bounded: per lane at most two batches, one being gathered and
 //! converted (a batch is begun only once the previous one is in the writer's queue) and one being stored.
 //! Decoding and converting batch N+1 overlaps storing batch N; conversion, the pipeline's one long stretch of CPU
