@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use lookout_ingester::config::Config;
 use rand::{Rng, SeedableRng};
+use sqlx::{Connection, Executor, PgConnection};
 use support::app::init_logs;
 use support::broker::*;
 use support::child::*;
@@ -177,6 +178,11 @@ async fn sigterm_during_a_large_batch_commits_it_acks_it_and_exits_0() {
     let spec = child_spec("ingester", &db.url, &b, &topic, &sub, &yaml);
     let mut child = Child::spawn(&spec).await;
     child.wait_ready(Duration::from_secs(60)).await;
+    // Hold job_run: the first batch that writes runs waits inside its transaction, so a batch is surely in flight
+    // when the signal comes (unheld, a writer faster than the looks below can commit everything between two of them).
+    let mut blocker = PgConnection::connect(&db.url).await.expect("connect");
+    blocker.execute("BEGIN").await.unwrap();
+    blocker.execute("LOCK TABLE job_run IN SHARE MODE").await.unwrap();
     // Unbatched, so that every message is its own entry and the cursor can be compared with the positions.
     let mut producer = b.producer(&topic, false).await;
     publish(&mut producer, &messages).await;
@@ -212,6 +218,10 @@ async fn sigterm_during_a_large_batch_commits_it_acks_it_and_exits_0() {
     .await;
     let signalled = Instant::now();
     child.sigterm();
+    // The signal lands while the batch waits; then the batch may finish, within the drain.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    blocker.execute("ROLLBACK").await.unwrap();
+    drop(blocker);
     let status = child.wait_exit(SHUTDOWN_TIMEOUT + Duration::from_secs(10)).await;
     let took = signalled.elapsed();
     eprintln!("[faults] SIGTERM → exit {status} in {took:?}");
