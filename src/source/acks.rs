@@ -29,25 +29,16 @@ struct PartitionAcks {
 #[derive(Debug, Default)]
 pub struct AckTracker {
     partitions: foldhash::HashMap<Arc<str>, PartitionAcks>,
-    /// The partition named last by [`AckTracker::source`]: consecutive messages mostly share it.
-    recent: Option<Arc<str>>,
 }
 
 impl AckTracker {
     /// The shared name of a partition topic (one allocation per partition, not per message).
     pub fn source(&mut self, topic: &str) -> Arc<str> {
-        if let Some(name) = self.recent.as_ref().filter(|name| ***name == *topic) {
+        if let Some((name, _)) = self.partitions.get_key_value(topic) {
             return name.clone();
         }
-        let name = match self.partitions.get_key_value(topic) {
-            Some((name, _)) => name.clone(),
-            None => {
-                let name: Arc<str> = topic.into();
-                self.partitions.insert(name.clone(), PartitionAcks::default());
-                name
-            }
-        };
-        self.recent = Some(name.clone());
+        let name: Arc<str> = topic.into();
+        self.partitions.insert(name.clone(), PartitionAcks::default());
         name
     }
 

@@ -133,8 +133,6 @@ struct Live {
     consumer: PulsarConsumer,
     since: Instant,
     last_message: Instant,
-    /// The partition of the last message (see [`Live::delivered_at`]).
-    last_partition: Option<Arc<str>>,
     last_check: Instant,
     /// When each partition last delivered a message (fresh or redelivered), for the idle watchdog.
     delivered: foldhash::HashMap<Arc<str>, Instant>,
@@ -151,14 +149,9 @@ struct Live {
 }
 
 impl Live {
-    /// Notes a message of `partition` delivered `at`. A burst shares one instant, and its messages mostly come
-    /// from one partition: the map is looked up only when the partition or the instant changes.
+    /// Notes a message of `partition` delivered `at` (the partition's name is cloned only the first time).
     fn delivered_at(&mut self, partition: &Arc<str>, at: Instant) {
-        if self.last_message == at && self.last_partition.as_ref().is_some_and(|p| Arc::ptr_eq(p, partition)) {
-            return;
-        }
         self.last_message = at;
-        self.last_partition = Some(partition.clone());
         match self.delivered.get_mut(&**partition) {
             Some(t) => *t = at,
             None => {
@@ -244,7 +237,6 @@ impl Source {
                                 consumer,
                                 since: now,
                                 last_message: now,
-                                last_partition: None,
                                 last_check: now,
                                 delivered: Default::default(),
                                 last_watch: now,
