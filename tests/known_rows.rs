@@ -9,12 +9,11 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use lookout_ingester::changes::known::{KnownJob, Merged, merge};
 use lookout_ingester::changes::settle::{self, SettledJob};
-use lookout_ingester::changes::{JobDelta, JobFailure, JobPhase, JobRow, RunRow, Terminal, job_state};
+use lookout_ingester::changes::{JobDelta, JobFailure, JobPhase, JobRow, Rows, RunRow, Terminal, job_state};
 use lookout_ingester::message::{EventId, Ts};
 use lookout_ingester::store::copy::CopyWriter;
 use lookout_ingester::store::{job, job_run, stage};
@@ -249,7 +248,7 @@ async fn check(conn: &mut PgConnection, c: &Case) -> (Merged, KnownJob, KnownJob
         .collect();
     let settled_runs = stored_runs.iter().map(|r| settle::run(r, None));
     copy(conn, job_run::COPY_DIRECT, job_run::copy_new(settled_runs)).await;
-    let batch_runs: BTreeMap<String, RunRow> = (0..4)
+    let batch_runs: Rows<RunRow> = (0..4)
         .filter(|i| is(*i) == RunIs::Batch)
         .map(|i| (run_ids[i].clone(), run_row(&job_id, i, c.runs[i].1)))
         .collect();

@@ -13,9 +13,7 @@
 //! it answers [`Merged::Unknown`] and the statement decides. `tests/known_rows.rs` holds the two to each other on
 //! the real Postgres.
 
-use std::collections::BTreeMap;
-
-use super::{JobDelta, JobFailure, JobPhase, RunRow, job_state};
+use super::{JobDelta, JobFailure, JobPhase, Rows, RunRow, job_state};
 use crate::message::Ts;
 
 /// The columns of a stored `job` row that the job merge reads and writes, and the runs of the job with their lease
@@ -49,7 +47,7 @@ pub enum Merged {
 
 impl KnownJob {
     /// The lease time of one of the job's runs: a run the batch creates for this job, or a known one.
-    fn leased(&self, job_id: &str, run_id: &str, batch_runs: &BTreeMap<String, RunRow>) -> Option<Ts> {
+    fn leased(&self, job_id: &str, run_id: &str, batch_runs: &Rows<RunRow>) -> Option<Ts> {
         batch_runs
             .get(run_id)
             .filter(|r| r.job_id == job_id)
@@ -81,7 +79,7 @@ fn rank<'a>(k: &Key<'a>) -> (bool, Option<Ts>, bool, Option<&'a [u8]>, JobPhase)
 /// The job merge (`store::job::UPDATE`, job rules 2–6) of `delta` into the known row `cur` of job `job_id`.
 /// `batch_runs`: the runs the batch creates (lease times are read there first, as the merge reads them from
 /// `job_run` after they are inserted).
-pub fn merge(job_id: &str, cur: &KnownJob, delta: &JobDelta, batch_runs: &BTreeMap<String, RunRow>) -> Merged {
+pub fn merge(job_id: &str, cur: &KnownJob, delta: &JobDelta, batch_runs: &Rows<RunRow>) -> Merged {
     let terminal = job_state::is_terminal(cur.state);
     // The stored latest run's lease time (the merge reads it from `job_run`).
     let cur_leased = match &cur.latest_run_id {

@@ -188,15 +188,20 @@ pub struct Sanitized {
     pub original: Vec<u8>,
 }
 
-/// Everything a batch changes. Keys are kept sorted so statements touch rows in a stable order.
+/// Rows of one kind by id (job or run id): hashed while a batch is folded, one search per event, and iterated in
+/// key order once [`RowChanges::sort`] has run, so statements touch rows in a stable order. (A `BTreeMap` kept
+/// them sorted all along, at a string comparison per level of the tree on every search.)
+pub type Rows<V> = indexmap::IndexMap<String, V, foldhash::fast::RandomState>;
+
+/// Everything a batch changes. Conversion ends with [`RowChanges::sort`]: the store iterates each map in key order.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RowChanges {
-    pub jobs: BTreeMap<String, JobRow>,
-    pub job_specs: BTreeMap<String, JobSpecRow>,
-    pub job_errors: BTreeMap<String, JobErrorRow>,
-    pub runs: BTreeMap<String, RunRow>,
-    pub job_updates: BTreeMap<String, JobDelta>,
-    pub run_updates: BTreeMap<String, RunDelta>,
+    pub jobs: Rows<JobRow>,
+    pub job_specs: Rows<JobSpecRow>,
+    pub job_errors: Rows<JobErrorRow>,
+    pub runs: Rows<RunRow>,
+    pub job_updates: Rows<JobDelta>,
+    pub run_updates: Rows<RunDelta>,
     pub quarantined: Vec<Quarantined>,
     pub sanitized: Vec<Sanitized>,
     /// Events of a kind the Lookout schema has no use for (or of an unknown kind), per kind: conversion only counts
@@ -220,17 +225,32 @@ impl RowChanges {
     }
 
     pub fn job(&mut self, job_id: &str) -> &mut JobDelta {
-        if !self.job_updates.contains_key(job_id) {
-            self.job_updates.insert(job_id.to_string(), JobDelta::default());
-        }
-        self.job_updates.get_mut(job_id).expect("inserted above")
+        let at = match self.job_updates.get_index_of(job_id) {
+            Some(at) => at,
+            None => self.job_updates.insert_full(job_id.to_string(), JobDelta::default()).0,
+        };
+        &mut self.job_updates[at]
     }
 
     pub fn run(&mut self, run_id: &str, job_id: &str) -> &mut RunDelta {
-        if !self.run_updates.contains_key(run_id) {
-            self.run_updates.insert(run_id.to_string(), RunDelta { job_id: job_id.to_string(), ..Default::default() });
-        }
-        self.run_updates.get_mut(run_id).expect("inserted above")
+        let at = match self.run_updates.get_index_of(run_id) {
+            Some(at) => at,
+            None => {
+                let delta = RunDelta { job_id: job_id.to_string(), ..Default::default() };
+                self.run_updates.insert_full(run_id.to_string(), delta).0
+            }
+        };
+        &mut self.run_updates[at]
+    }
+
+    /// Puts every map in key order (ids are unique keys, so the order is total).
+    pub fn sort(&mut self) {
+        self.jobs.sort_unstable_keys();
+        self.job_specs.sort_unstable_keys();
+        self.job_errors.sort_unstable_keys();
+        self.runs.sort_unstable_keys();
+        self.job_updates.sort_unstable_keys();
+        self.run_updates.sort_unstable_keys();
     }
 
     /// Number of rows this batch may write (creates plus updates), for metrics and batch sizing.

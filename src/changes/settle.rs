@@ -11,9 +11,7 @@
 //! When the row exists after all (a redelivered submit or lease), the store does not insert it and merges the
 //! delta with the stored row instead, in SQL, as for any other update.
 
-use std::collections::BTreeMap;
-
-use super::{JobDelta, JobFailure, JobRow, Progress, RunDelta, RunRow, job_state, run_state};
+use super::{JobDelta, JobFailure, JobRow, Progress, Rows, RunDelta, RunRow, job_state, run_state};
 use crate::message::Ts;
 
 /// A new job's row as the batch leaves it.
@@ -36,7 +34,7 @@ pub struct SettledJob<'a> {
 /// Settles a job created in the batch with its delta. `runs` are the batch's new runs: a progress point can only
 /// name one of them (a run is created only for an existing job), and a point naming any other run is dropped
 /// (its run does not exist; the store parks that run's events).
-pub fn job<'a>(row: &'a JobRow, delta: Option<&'a JobDelta>, runs: &BTreeMap<String, RunRow>) -> SettledJob<'a> {
+pub fn job<'a>(row: &'a JobRow, delta: Option<&'a JobDelta>, runs: &Rows<RunRow>) -> SettledJob<'a> {
     let mut out = SettledJob {
         row,
         state: job_state::QUEUED,
@@ -182,14 +180,14 @@ mod tests {
         crate::changes::fixtures::run_row("j", run_id, Some("lease-node"), leased)
     }
 
-    fn runs(list: &[RunRow]) -> BTreeMap<String, RunRow> {
+    fn runs(list: &[RunRow]) -> Rows<RunRow> {
         list.iter().map(|r| (r.run_id.clone(), r.clone())).collect()
     }
 
     #[test]
     fn a_job_without_updates_is_queued_at_its_submit_time() {
         let row = new_job();
-        let s = job(&row, None, &BTreeMap::new());
+        let s = job(&row, None, &Rows::default());
         assert_eq!((s.state, s.last_transition_time, s.latest_run_id), (job_state::QUEUED, T, None));
         assert_eq!((s.priority, s.priority_at), (3, T));
     }
@@ -210,7 +208,7 @@ mod tests {
         let row = new_job();
         let mut d = JobDelta::default();
         d.progress(Some("elsewhere"), JobPhase::Running, T + 30, src());
-        let s = job(&row, Some(&d), &BTreeMap::new());
+        let s = job(&row, Some(&d), &Rows::default());
         assert_eq!((s.state, s.latest_run_id), (job_state::QUEUED, None));
     }
 
@@ -259,7 +257,7 @@ mod tests {
         let row = new_job();
         let mut d = JobDelta::default();
         d.priority(9, T - 1, src());
-        let s = job(&row, Some(&d), &BTreeMap::new());
+        let s = job(&row, Some(&d), &Rows::default());
         assert_eq!((s.priority, s.priority_at), (3, T));
     }
 

@@ -158,7 +158,7 @@ impl Converter {
     }
 
     /// Converts the events of `messages` for which `include` is true, in order. `EventId.message` indexes
-    /// `messages`; `EventId.event` indexes the message's events.
+    /// `messages`; `EventId.event` indexes the message's events. The changes come back in key order.
     pub fn convert(&self, messages: &[&DecodedMessage], include: &dyn Fn(EventId) -> bool) -> RowChanges {
         let mut out = RowChanges::default();
         for (mi, msg) in messages.iter().enumerate() {
@@ -209,6 +209,7 @@ impl Converter {
                 out.sanitized.append(&mut ctx.fx.fixes);
             }
         }
+        out.sort();
         out
     }
 
@@ -330,6 +331,19 @@ mod tests {
             })
             .collect();
         Batch::new(messages)
+    }
+
+    #[test]
+    fn converted_changes_come_in_key_order() {
+        let batch = stream_batch();
+        let refs: Vec<&DecodedMessage> = batch.messages.iter().collect();
+        let changes = Converter::default().convert(&refs, &|_| true);
+        fn sorted<'a>(keys: impl Iterator<Item = &'a String>) -> bool {
+            let keys: Vec<&String> = keys.collect();
+            keys.len() > 1 && keys.windows(2).all(|w| w[0] < w[1])
+        }
+        assert!(sorted(changes.jobs.keys()) && sorted(changes.job_specs.keys()) && sorted(changes.runs.keys()));
+        assert!(sorted(changes.job_updates.keys()) && sorted(changes.run_updates.keys()));
     }
 
     #[test]
