@@ -253,12 +253,12 @@ impl RowChanges {
         self.run_updates.sort_unstable_keys();
     }
 
-    /// Number of rows this batch may write (creates plus updates), for metrics and batch sizing.
     /// Counts an event that changes no row.
     pub fn ignore(&mut self, kind: &'static str) {
         *self.ignored.entry(kind).or_default() += 1;
     }
 
+    /// Number of rows this batch may write (creates plus updates), for metrics and batch sizing.
     pub fn row_count(&self) -> usize {
         self.jobs.len()
             + self.job_specs.len()
